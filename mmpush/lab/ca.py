@@ -1,0 +1,210 @@
+"""The lab's ACME CA: Pebble and pebble-challtestsrv running on the host.
+
+The lab makes its own small CA ("mmpush lab CA") whose only job is the TLS certificate of
+Pebble's listener. Clients trust the CA bundle the lab exports: that lab CA plus the root
+Pebble issues from (fetched from Pebble's management API, new at every start).
+
+    processes = start_pebble(paths)
+    bundle = write_ca_bundle(paths)
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import ssl
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mmpush.lab.layout import (
+    GATEWAY_IP,
+    LAB_DNS_MANAGEMENT_PORT,
+    LAB_DNS_PORT,
+    PEBBLE_ACME_PORT,
+    PEBBLE_MANAGEMENT_PORT,
+    LabPaths,
+)
+from mmpush.lab.sh import LabError, wait_until
+
+ACME_DIRECTORY_URL = f"https://127.0.0.1:{PEBBLE_ACME_PORT}/dir"
+PEBBLE_MANAGEMENT_URL = f"https://127.0.0.1:{PEBBLE_MANAGEMENT_PORT}"
+LAB_DNS_MANAGEMENT_URL = f"http://127.0.0.1:{LAB_DNS_MANAGEMENT_PORT}"
+#: Let's Encrypt's lifetime; Pebble's default (5 years) fails Mozilla's profile.
+CERTIFICATE_VALIDITY_SECONDS = 90 * 24 * 3600
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by root only, never group/world readable even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def make_lab_ca(paths: LabPaths) -> None:
+    """Create the lab CA and a certificate for Pebble's listener (127.0.0.1 and localhost)."""
+    paths.ca_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mmpush lab CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    listener_key = ec.generate_private_key(ec.SECP256R1())
+    listener_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble.lab.test")]))
+        .issuer_name(ca_name)
+        .public_key(listener_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address(GATEWAY_IP)),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (paths.ca_dir / "lab-ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (paths.ca_dir / "pebble-listener.pem").write_bytes(
+        listener_cert.public_bytes(serialization.Encoding.PEM)
+    )
+    _write_private(paths.ca_dir / "pebble-listener.key", _pem_key(listener_key))
+
+
+def pebble_config(paths: LabPaths) -> dict[str, object]:
+    """Pebble's config: HTTP-01 validation on port 80 of the lab hosts, 90-day certificates."""
+    return {
+        "pebble": {
+            "listenAddress": f"127.0.0.1:{PEBBLE_ACME_PORT}",
+            "managementListenAddress": f"127.0.0.1:{PEBBLE_MANAGEMENT_PORT}",
+            "certificate": str(paths.ca_dir / "pebble-listener.pem"),
+            "privateKey": str(paths.ca_dir / "pebble-listener.key"),
+            "httpPort": 80,
+            "tlsPort": 443,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+            "certificateValidityPeriod": CERTIFICATE_VALIDITY_SECONDS,
+        }
+    }
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start a long-running lab process detached from this one; return its PID."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    return process.pid
+
+
+def lab_ssl_context(paths: LabPaths) -> ssl.SSLContext:
+    """An SSL context trusting only the lab CA (for Pebble's own listener)."""
+    return ssl.create_default_context(cafile=str(paths.ca_dir / "lab-ca.pem"))
+
+
+def start_pebble(paths: LabPaths) -> dict[str, int]:
+    """Start pebble-challtestsrv (the lab DNS) and Pebble; wait until the ACME directory
+    answers. Returns the PIDs by process name."""
+    config_file = paths.ca_dir / "pebble.json"
+    config_file.write_text(json.dumps(pebble_config(paths), indent=2))
+    dns = f"127.0.0.1:{LAB_DNS_PORT},{GATEWAY_IP}:{LAB_DNS_PORT}"
+    pids = {
+        "pebble-challtestsrv": _spawn(
+            [
+                "pebble-challtestsrv",
+                "-http01", "",
+                "-https01", "",
+                "-tlsalpn01", "",
+                "-dns01", dns,
+                "-management", f"127.0.0.1:{LAB_DNS_MANAGEMENT_PORT}",
+                "-defaultIPv4", "",
+                "-defaultIPv6", "",
+            ],
+            paths.logs_dir / "pebble-challtestsrv.log",
+        ),
+    }
+    pids["pebble"] = _spawn(
+        ["pebble", "-config", str(config_file), "-dnsserver", f"127.0.0.1:{LAB_DNS_PORT}"],
+        paths.logs_dir / "pebble.log",
+        env={"PEBBLE_VA_NOSLEEP": "1"},
+    )
+    context = lab_ssl_context(paths)
+
+    def directory_answers() -> bool:
+        with urllib.request.urlopen(ACME_DIRECTORY_URL, context=context, timeout=2) as reply:
+            return bool(json.load(reply).get("newOrder"))
+
+    wait_until(f"Pebble's ACME directory at {ACME_DIRECTORY_URL}", directory_answers, 20)
+    return pids
+
+
+def write_ca_bundle(paths: LabPaths) -> Path:
+    """Export the bundle clients trust: the lab CA (Pebble's listener) + Pebble's issuing root."""
+    context = lab_ssl_context(paths)
+    with urllib.request.urlopen(f"{PEBBLE_MANAGEMENT_URL}/roots/0", context=context) as reply:
+        pebble_root = reply.read().decode()
+    if "BEGIN CERTIFICATE" not in pebble_root:
+        raise LabError("Pebble's /roots/0 did not return a certificate")
+    (paths.ca_dir / "pebble-root.pem").write_text(pebble_root)
+    lab_ca = (paths.ca_dir / "lab-ca.pem").read_text()
+    paths.ca_bundle.write_text(lab_ca + pebble_root)
+    return paths.ca_bundle
+
+
+def add_dns_record(name: str, ip: str) -> None:
+    """Make the lab DNS (pebble-challtestsrv) answer ``name`` with ``ip``.
+
+    Pebble validates HTTP-01 through this DNS, and lab hosts may use it as NGINX's resolver.
+
+        add_dns_record("push.lab.test", "10.77.44.12")
+    """
+    body = json.dumps({"host": name, "addresses": [ip]}).encode()
+    request = urllib.request.Request(f"{LAB_DNS_MANAGEMENT_URL}/add-a", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        if reply.status != 200:
+            raise LabError(f"lab DNS refused the record {name} -> {ip}: HTTP {reply.status}")

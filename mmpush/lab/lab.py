@@ -1,0 +1,317 @@
+"""`mmpush lab up | down | status`: the local lab of real Debian hosts.
+
+    up(LabPaths.default())       # cleans a stale lab, then builds and boots a fresh one
+    status(LabPaths.default())   # the documented state (see docs/lab.md)
+    down(LabPaths.default())     # removes everything the lab made
+
+State is written to ``state.json`` as soon as something exists, so ``down`` can always find
+what an interrupted ``up`` left behind; ``down`` also sweeps by name for stale labs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mmpush import acme
+from mmpush.lab import ca, containers, emulators, network, rootfs
+from mmpush.lab.layout import (
+    BRIDGE,
+    GATEWAY_IP,
+    HOST_PACKAGES,
+    LAB_DNS_MANAGEMENT_PORT,
+    LAB_DNS_PORT,
+    LAB_HOSTS,
+    NFT_TABLE,
+    SUBNET,
+    LabHost,
+    LabPaths,
+    lab_host,
+)
+from mmpush.lab.sh import LabError, run, step
+
+STATE_VERSION = 1
+
+
+# --- preflight -------------------------------------------------------------------------
+
+
+def check_host_support() -> None:
+    """Fail early, with the reason, where the lab cannot run at all."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, mounts, systemd-nspawn)")
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        run(["modprobe", "overlay"], check=False)
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            raise LabError("this kernel has no overlayfs, which the lab hosts' rootfs needs")
+
+
+def install_host_packages() -> None:
+    """apt-get install what the lab needs on this machine, if anything is missing."""
+    missing = sorted({pkg for cmd, pkg in HOST_PACKAGES.items() if not shutil.which(cmd)})
+    if not missing:
+        return
+    with step(f"Installing host packages: {' '.join(missing)}"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        os.environ.update(env)
+        run(["apt-get", "update", "-qq"], timeout=600)
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], timeout=900)
+    still = sorted(cmd for cmd in HOST_PACKAGES if not shutil.which(cmd))
+    if still:
+        raise LabError(f"still missing after apt-get install: {', '.join(still)}")
+
+
+# --- state -----------------------------------------------------------------------------
+
+
+def read_state(paths: LabPaths) -> dict[str, Any] | None:
+    """The lab's state as ``up`` recorded it, or None if there is no lab."""
+    try:
+        return json.loads(paths.state_file.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as error:
+        raise LabError(f"{paths.state_file} is corrupt ({error}); run `mmpush lab down`") from error
+
+
+def write_state(paths: LabPaths, state: dict[str, Any]) -> None:
+    """Write state.json atomically."""
+    tmp = paths.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(paths.state_file)
+
+
+def new_state(paths: LabPaths, rootfs_path: Path) -> dict[str, Any]:
+    """The documented lab state (docs/lab.md), before anything runs."""
+    return {
+        "version": STATE_VERSION,
+        "phase": "starting",
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "state_dir": str(paths.state_dir),
+        "rootfs": str(rootfs_path),
+        "ssh": {
+            "user": "root",
+            "key": str(paths.ssh_key),
+            "known_hosts": str(paths.known_hosts),
+            "config": str(paths.ssh_config),
+        },
+        "acme": {
+            "directory_url": ca.ACME_DIRECTORY_URL,
+            "ca_bundle": str(paths.ca_bundle),
+            "dns_server": f"{GATEWAY_IP}:{LAB_DNS_PORT}",
+            "dns_management_url": f"http://127.0.0.1:{LAB_DNS_MANAGEMENT_PORT}",
+        },
+        "network": {
+            "subnet": SUBNET,
+            "gateway": GATEWAY_IP,
+            "bridge": BRIDGE,
+            "nft_table": NFT_TABLE,
+        },
+        "registry": {},
+        "processes": {},
+        "hosts": [
+            {
+                "name": h.name,
+                "ip": h.ip,
+                "fqdns": list(h.fqdns),
+                "groups": list(h.groups),
+                "netns": h.netns,
+                "pid": None,
+            }
+            for h in LAB_HOSTS
+        ],
+    }
+
+
+# --- up --------------------------------------------------------------------------------
+
+
+def up(paths: LabPaths) -> dict[str, Any]:
+    """Bring up a fresh lab (cleaning any earlier one first) and return its state."""
+    check_host_support()
+    install_host_packages()
+    with step("Cleaning up any earlier lab"):
+        down(paths, quiet=True)
+    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cached = rootfs.cached_rootfs(paths)
+    title = "Using the cached Debian rootfs" if cached else "Building the Debian rootfs (cold)"
+    with step(title):
+        rootfs_path = rootfs.ensure_rootfs(paths)
+    state = new_state(paths, rootfs_path)
+    write_state(paths, state)
+    try:
+        _bring_up(paths, state, rootfs_path)
+    except BaseException:
+        click.echo("[lab] up failed: removing what was made (logs kept in logs/)", err=True)
+        down(paths, quiet=True)
+        raise
+    return state
+
+
+def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None:
+    with step("Creating the lab network (bridge, namespaces, NAT to the Debian registry)"):
+        registry = network.resolve_registry(network.registry_names(rootfs_path))
+        state["registry"] = registry
+        write_state(paths, state)
+        network.create_bridge()
+        for host in LAB_HOSTS:
+            network.create_host_network(host)
+        network.install_nat([ip for ips in registry.values() for ip in ips], paths)
+
+    with step("Starting Pebble (ACME CA) and the lab DNS"):
+        ca.make_lab_ca(paths)
+        state["processes"] = ca.start_pebble(paths)
+        write_state(paths, state)
+        bundle = ca.write_ca_bundle(paths).read_bytes()
+        for host in LAB_HOSTS:
+            for name in host.fqdns:
+                ca.add_dns_record(name, host.ip)
+
+    with step(f"Booting {len(LAB_HOSTS)} hosts ({', '.join(h.name for h in LAB_HOSTS)})"):
+        client_key = containers.ensure_client_key(paths)
+        host_keys = {}
+        for host in LAB_HOSTS:
+            files = {emulators.TRUST_STORE_FILE: (bundle, 0o644), **emulators.emulator_files(host)}
+            host_keys[host.name] = containers.prepare_host(
+                paths, host, rootfs_path, client_key, registry, files
+            )
+        containers.write_ssh_files(paths, host_keys)
+        for entry in state["hosts"]:
+            entry["pid"] = containers.boot_host(paths, lab_host(entry["name"]))
+            write_state(paths, state)
+        with ThreadPoolExecutor(len(LAB_HOSTS)) as pool:
+            boot_states = list(pool.map(lambda h: containers.wait_for_boot(paths, h), LAB_HOSTS))
+        for entry, boot_state in zip(state["hosts"], boot_states, strict=True):
+            entry["boot_state"] = boot_state
+
+    with (
+        step("Installing the lab CA and the emulators on the hosts"),
+        ThreadPoolExecutor(len(LAB_HOSTS)) as pool,
+    ):
+        list(pool.map(lambda h: containers.ssh(paths, h, emulators.post_boot_script(h)), LAB_HOSTS))
+
+    with step("Issuing the HPNS stand-in's certificate from Pebble (ACME HTTP-01)"):
+        issue_upstream_certificate(paths)
+
+    state["phase"] = "up"
+    write_state(paths, state)
+
+
+def issue_upstream_certificate(paths: LabPaths) -> None:
+    """Give the HPNS stand-in on upstream1 a Pebble certificate for Mattermost's hosted
+    push names, through the project's own ACME client, as a lab host would get one."""
+    upstream = next(h for h in LAB_HOSTS if "hpns" in h.emulators)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, upstream.fqdns[0])]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in upstream.fqdns]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    challenge_dir = f"{emulators.HPNS_DATA_DIR}/acme-challenge"
+
+    def publish(token: str, key_authorization: str) -> None:
+        containers.ssh(
+            paths, upstream, f"cat > {challenge_dir}/{token}", input=key_authorization
+        )
+
+    def unpublish(token: str) -> None:
+        containers.ssh(paths, upstream, f"rm -f {challenge_dir}/{token}", check=False)
+
+    settings = acme.AcmeSettings(
+        directory_url=ca.ACME_DIRECTORY_URL,
+        email=None,
+        ca_bundle=str(paths.ca_bundle),
+        timeout=120,
+    )
+    issued = acme.obtain_certificate(
+        settings,
+        acme.generate_account_key(),
+        csr.public_bytes(serialization.Encoding.PEM),
+        publish,
+        unpublish,
+    )
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    cert_dir = emulators.HPNS_CERT_DIR
+    containers.ssh(
+        paths,
+        upstream,
+        f"umask 077 && cat > {cert_dir}/privkey.pem.new && mv {cert_dir}/privkey.pem.new "
+        f"{cert_dir}/privkey.pem",
+        input=private_pem,
+    )
+    containers.ssh(
+        paths,
+        upstream,
+        f"cat > {cert_dir}/fullchain.pem.new && mv {cert_dir}/fullchain.pem.new "
+        f"{cert_dir}/fullchain.pem && systemctl restart hpns-emulator.service",
+        input=issued.fullchain_pem,
+    )
+
+
+# --- down ------------------------------------------------------------------------------
+
+
+def down(paths: LabPaths, quiet: bool = False) -> None:
+    """Remove every container, mount, namespace, veth, the bridge, the nft table and every
+    process the lab made; restore ip_forward. Idempotent; finds stale labs by name."""
+    state = None
+    with contextlib.suppress(LabError):
+        state = read_state(paths)
+    pids = set(containers.lab_processes(paths))
+    if state:
+        pids.update(p for p in state.get("processes", {}).values() if p)
+        pids.update(h["pid"] for h in state.get("hosts", []) if h.get("pid"))
+    containers.stop_processes(sorted(pids))
+    for mount in containers.lab_mounts(paths):
+        if run(["umount", mount], check=False).returncode != 0:
+            run(["umount", "--lazy", mount], check=False)
+    containers.remove_cgroups()
+    network.remove_network(paths)
+    if paths.hosts_dir.exists():
+        shutil.rmtree(paths.hosts_dir, ignore_errors=True)
+    paths.state_file.unlink(missing_ok=True)
+    leftovers = containers.lab_processes(paths) + network.lab_netns() + containers.lab_mounts(paths)
+    if leftovers:
+        raise LabError(f"lab down left these behind: {leftovers}")
+    if not quiet:
+        click.echo("[lab] down: nothing of the lab is left running", err=True)
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+def status(paths: LabPaths) -> dict[str, Any]:
+    """The recorded state plus what is live now (``running`` per host and overall)."""
+    state = read_state(paths)
+    if state is None:
+        return {"version": STATE_VERSION, "phase": "down", "running": False, "hosts": []}
+    live_pids = set(containers.lab_processes(paths))
+    for entry in state["hosts"]:
+        entry["running"] = entry.get("pid") in live_pids
+    state["running"] = state.get("phase") == "up" and all(h["running"] for h in state["hosts"])
+    return state
+
+
+def host_for(name: str) -> LabHost:
+    """Look a lab host up by name or FQDN, for ``mmpush lab ssh``."""
+    for host in LAB_HOSTS:
+        if name == host.name or name in host.fqdns:
+            return host
+    return lab_host(name)

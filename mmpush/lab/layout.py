@@ -1,0 +1,173 @@
+"""What the lab is made of: its hosts, its network and where its generated state lives.
+
+Generated state (keys, known_hosts, Pebble's files, each host's writable layer) lives under
+``/var/lib/mmpush-lab`` and the rootfs cache under ``/var/cache/mmpush-lab``; both can be moved
+with ``MMPUSH_LAB_DIR`` and ``MMPUSH_LAB_CACHE``. Nothing generated is ever inside the repo.
+
+    >>> [h.name for h in LAB_HOSTS]
+    ['mm1', 'push1', 'proxy1', 'upstream1']
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The lab's own subnet on the host bridge. Private, and used by nothing but the lab.
+SUBNET_PREFIX = "10.77.44"
+SUBNET = f"{SUBNET_PREFIX}.0/24"
+GATEWAY_IP = f"{SUBNET_PREFIX}.1"
+BRIDGE = "mmplab0"
+NFT_TABLE = "mmpush_lab"
+NETNS_PREFIX = "mmplab-"
+VETH_PREFIX = "mmpl-"
+
+#: Pebble (ACME CA) and pebble-challtestsrv (lab DNS), on the host.
+PEBBLE_ACME_PORT = 14000
+PEBBLE_MANAGEMENT_PORT = 15000
+LAB_DNS_PORT = 8053
+LAB_DNS_MANAGEMENT_PORT = 8055
+
+#: The Debian release the lab hosts run and what the cached rootfs contains.
+SUITE = "bookworm"
+ROOTFS_PACKAGES = (
+    "ca-certificates",
+    "curl",
+    "dbus",
+    "iproute2",
+    "openssh-server",
+    "python3",
+    "systemd",
+    "systemd-sysv",
+)
+
+#: Debian packages the lab itself needs on the host.
+HOST_PACKAGES = {
+    "mmdebstrap": "mmdebstrap",
+    "systemd-nspawn": "systemd-container",
+    "pebble": "pebble",
+    "pebble-challtestsrv": "pebble",
+    "nft": "nftables",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ip": "iproute2",
+}
+
+#: Mattermost's hosted push services, answered in the lab by the HPNS stand-in on upstream1.
+HOSTED_PUSH_NAMES = (
+    "push.mattermost.com",
+    "global.push.mattermost.com",
+    "us.push.mattermost.com",
+    "eu.push.mattermost.com",
+    "ap.push.mattermost.com",
+    "hpns-de.mattermost.com",
+    "push-test.mattermost.com",
+)
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One booted Debian container of the lab.
+
+    ``fqdns[0]`` is the host's own name; every name resolves to ``ip`` inside the lab.
+    """
+
+    name: str
+    ip: str
+    fqdns: tuple[str, ...]
+    groups: tuple[str, ...]
+    emulators: tuple[str, ...] = field(default=())
+
+    @property
+    def netns(self) -> str:
+        """The network namespace the container lives in: ``mmplab-mm1``."""
+        return f"{NETNS_PREFIX}{self.name}"
+
+    @property
+    def veth(self) -> str:
+        """The host side of the container's veth pair: ``mmpl-mm1``."""
+        return f"{VETH_PREFIX}{self.name}"
+
+    @property
+    def machine(self) -> str:
+        """The nspawn machine name: ``mmplab-mm1``."""
+        return f"{NETNS_PREFIX}{self.name}"
+
+
+LAB_HOSTS: tuple[LabHost, ...] = (
+    LabHost("mm1", f"{SUBNET_PREFIX}.11", ("mm.lab.test",), ("mattermost",), ("mattermost",)),
+    LabHost("push1", f"{SUBNET_PREFIX}.12", ("push.lab.test",), ("push_proxies",)),
+    LabHost("proxy1", f"{SUBNET_PREFIX}.13", ("outbound.lab.test",), ("outbound_proxies",)),
+    LabHost(
+        "upstream1", f"{SUBNET_PREFIX}.14", HOSTED_PUSH_NAMES, ("lab_upstreams",), ("hpns",)
+    ),
+)
+
+
+def lab_host(name: str) -> LabHost:
+    """The lab host called ``name`` (``lab_host("mm1").ip == "10.77.44.11"``)."""
+    for host in LAB_HOSTS:
+        if host.name == name:
+            return host
+    known = ", ".join(h.name for h in LAB_HOSTS)
+    raise KeyError(f"no lab host named {name!r} (lab hosts: {known})")
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    """Where the lab keeps what it generates. ``LabPaths.default().state_file``."""
+
+    state_dir: Path
+    cache_dir: Path
+
+    @classmethod
+    def default(cls) -> LabPaths:
+        return cls(
+            Path(os.environ.get("MMPUSH_LAB_DIR", "/var/lib/mmpush-lab")),
+            Path(os.environ.get("MMPUSH_LAB_CACHE", "/var/cache/mmpush-lab")),
+        )
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.state_dir / "ssh"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.ssh_dir / "config"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.state_dir / "ca"
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.ca_dir / "ca-bundle.pem"
+
+    @property
+    def hosts_dir(self) -> Path:
+        return self.state_dir / "hosts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def ip_forward_backup(self) -> Path:
+        return self.state_dir / "ip_forward.orig"
+
+    @property
+    def rootfs_cache(self) -> Path:
+        return self.cache_dir / "rootfs"
