@@ -10,6 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
+LAB_PROGRAMS = ("systemd-nspawn", "pebble", "pebble-challtestsrv")
+
 SshRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -32,9 +34,17 @@ def leftovers() -> list[str]:
     found = []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     found += [f"netns {n}" for n in netns.split() if n.startswith("mmplab-")]
-    for pattern in ("systemd-nspawn", "pebble"):
-        pids = subprocess.run(["pgrep", "-a", pattern], capture_output=True, text=True).stdout
-        found += [f"process {line}" for line in pids.splitlines() if line.strip()]
+    # zombies are dead (their parent, PID 1 here, reaps them a moment later): not leftovers
+    processes = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True)
+    for line in processes.stdout.splitlines():
+        stat, _, args = line.strip().partition(" ")
+        program = args.split(" ", 1)[0].rsplit("/", 1)[-1]
+        if not stat.startswith("Z") and program in (
+            "systemd-nspawn",
+            "pebble",
+            "pebble-challtestsrv",
+        ):
+            found.append(f"process {args}")
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     found += [f"nft {t}" for t in tables.splitlines() if "mmpush_lab" in t]
     return found

@@ -19,7 +19,7 @@ def test_pyinfra_reaches_every_host(lab: dict[str, Any]) -> None:
     result = pyinfra("-y", "inventories/lab.py", "exec", "--", "systemctl", "is-system-running")
     assert result.returncode == 0, result.stdout + result.stderr
     for entry in lab["hosts"]:
-        assert f"[{entry['name']}]" in result.stdout
+        assert f"[{entry['name']}]" in result.stdout + result.stderr
 
 
 def test_verify_suite_passes_on_the_lab(lab: dict[str, Any]) -> None:

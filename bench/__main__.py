@@ -1,0 +1,6 @@
+"""Run every benchmark: `python -m bench` (what `make bench` does)."""
+
+from bench import lab_up
+
+if __name__ == "__main__":
+    lab_up.main()
