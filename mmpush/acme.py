@@ -76,7 +76,7 @@ class AcmeSettings:
 class IssuedCertificate:
     """A certificate the CA issued: PEM text and validity (timezone-aware, UTC).
 
-        issued.fullchain_pem == issued.cert_pem + issued.chain_pem
+    issued.fullchain_pem == issued.cert_pem + issued.chain_pem
     """
 
     fullchain_pem: str
@@ -92,8 +92,8 @@ class IssuedCertificate:
 def generate_account_key() -> jose.JWKEC:
     """Make a new ACME account key (EC P-256).
 
-        key = generate_account_key()
-        path.write_bytes(account_key_pem(key)); path.chmod(0o600)
+    key = generate_account_key()
+    path.write_bytes(account_key_pem(key)); path.chmod(0o600)
     """
     return jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
 
@@ -101,7 +101,7 @@ def generate_account_key() -> jose.JWKEC:
 def load_account_key(pem: bytes) -> jose.JWK:
     """Load an account key written by `account_key_pem` (EC or RSA, unencrypted PEM).
 
-        key = load_account_key(Path("acme-account.key").read_bytes())
+    key = load_account_key(Path("acme-account.key").read_bytes())
     """
     try:
         key = serialization.load_pem_private_key(pem, password=None)
@@ -119,7 +119,7 @@ def load_account_key(pem: bytes) -> jose.JWK:
 def account_key_pem(key: jose.JWK) -> bytes:
     """Serialise an account key as unencrypted PKCS#8 PEM (keep the file mode 0600).
 
-        load_account_key(account_key_pem(key)) == key
+    load_account_key(account_key_pem(key)) == key
     """
     return key.key.private_bytes(
         serialization.Encoding.PEM,
@@ -375,7 +375,7 @@ def fetch_ari_window(
 def ari_certificate_id(cert_pem: bytes | str) -> str:
     """The ARI CertID of a certificate: base64url(authority key id) "." base64url(serial).
 
-        ari_certificate_id(pem)  # "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+    ari_certificate_id(pem)  # "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
     """
     cert = _first_certificate(cert_pem)
     try:
@@ -392,7 +392,7 @@ def ari_certificate_id(cert_pem: bytes | str) -> str:
 def csr_domains(csr_pem: bytes | str) -> list[str]:
     """The DNS names a CSR asks for: its common name (if any) first, then its SAN names.
 
-        csr_domains(csr_pem)  # ["push.example.org", "www.push.example.org"]
+    csr_domains(csr_pem)  # ["push.example.org", "www.push.example.org"]
     """
     csr = x509.load_pem_x509_csr(_as_bytes(csr_pem))
     names = [attr.value for attr in csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
@@ -407,7 +407,7 @@ def csr_domains(csr_pem: bytes | str) -> list[str]:
 def certificate_not_after(cert_pem: bytes | str) -> dt.datetime:
     """When a certificate (the first one of a PEM bundle) expires, timezone-aware UTC.
 
-        certificate_not_after(Path("fullchain.pem").read_bytes()) - datetime.now(UTC)
+    certificate_not_after(Path("fullchain.pem").read_bytes()) - datetime.now(UTC)
     """
     return _first_certificate(cert_pem).not_valid_after_utc
 
@@ -415,7 +415,7 @@ def certificate_not_after(cert_pem: bytes | str) -> dt.datetime:
 def split_fullchain(fullchain_pem: bytes | str) -> tuple[str, str]:
     """Split a PEM full chain into the leaf certificate and the rest of the chain.
 
-        cert_pem, chain_pem = split_fullchain(fullchain)  # chain_pem is "" for a lone cert
+    cert_pem, chain_pem = split_fullchain(fullchain)  # chain_pem is "" for a lone cert
     """
     certs = x509.load_pem_x509_certificates(_as_bytes(fullchain_pem))
     pems = [cert.public_bytes(serialization.Encoding.PEM).decode() for cert in certs]

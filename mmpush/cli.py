@@ -1,9 +1,9 @@
 """The `mmpush` command.
 
-    mmpush lab up                 # build (cached) and boot the local lab
-    mmpush lab status --json      # the lab's documented state, for scripts and inventories/lab.py
-    mmpush lab ssh mm1 -- systemctl status mattermost
-    mmpush lab down               # remove everything the lab made
+mmpush lab up                 # build (cached) and boot the local lab
+mmpush lab status --json      # the lab's documented state, for scripts and inventories/lab.py
+mmpush lab ssh mm1 -- systemctl status mattermost
+mmpush lab down               # remove everything the lab made
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def ssh(
 ) -> subprocess.CompletedProcess[str]:
     """Run a shell command on a lab host over SSH (strict host keys, the lab key).
 
-        ssh(paths, lab_host("mm1"), "systemctl is-active mattermost").stdout
+    ssh(paths, lab_host("mm1"), "systemctl is-active mattermost").stdout
     """
     return run(
         ["ssh", "-F", str(paths.ssh_config), host.name, command],

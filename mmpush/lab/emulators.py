@@ -10,7 +10,11 @@ users and starts services over SSH.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from mmpush.lab.layout import LabHost
 
@@ -73,3 +77,38 @@ def post_boot_script(host: LabHost) -> str:
             "systemctl enable --now hpns-emulator.service",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _load(relative: str, name: str) -> ModuleType:
+    """Import one of the emulators' helper modules by path (they live with the tests)."""
+    spec = importlib.util.spec_from_file_location(name, EMULATORS_DIR / relative)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_lab_fixtures(fixtures_dir: Path, version: str = "6.5.0") -> dict[str, str]:
+    """What a site would bring to an EAS deploy, made for the lab: the push proxy release
+    (the emulator, packaged like the official tarball) and throwaway APNs/FCM credentials.
+
+    Returns {"archive", "sha256", "version", "apns_key", "fcm_service_account"} (paths).
+    """
+    build = _load("push_proxy/build.py", "mmpush_lab_push_proxy_build")
+    harness = _load("harness.py", "mmpush_lab_emulator_harness")
+    fixtures_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    archive = build.build_release_tarball(fixtures_dir, version=version)
+    credentials = fixtures_dir / "credentials"
+    credentials.mkdir(exist_ok=True, mode=0o700)
+    apns = harness.make_apns_p8_key(credentials / "apns-authkey.p8")
+    fcm = harness.make_fcm_service_account(credentials / "fcm-service-account.json")
+    for path in (apns, fcm):
+        path.chmod(0o600)
+    return {
+        "archive": str(archive),
+        "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        "version": version,
+        "apns_key": str(apns),
+        "fcm_service_account": str(fcm),
+    }

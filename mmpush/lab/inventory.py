@@ -28,7 +28,8 @@ def lab_state(paths: LabPaths | None = None) -> dict[str, Any]:
 
 def host_data(state: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """pyinfra host data to reach one lab host over SSH, as production would, with its key
-    pinned in the lab's known_hosts (strict host key checking stays on)."""
+    pinned in the lab's known_hosts (strict host key checking stays on), plus the lab's
+    settings (:func:`lab_settings`)."""
     return {
         "ssh_hostname": entry["ip"],
         "ssh_user": state["ssh"]["user"],
@@ -36,6 +37,36 @@ def host_data(state: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
         "ssh_known_hosts_file": state["ssh"]["known_hosts"],
         "ssh_strict_host_key_checking": "yes",
         "lab_fqdns": entry["fqdns"],
+        **lab_settings(state),
+    }
+
+
+def lab_settings(state: dict[str, Any]) -> dict[str, Any]:
+    """The settings a site would put in group_data, for the lab: EAS on push.lab.test with
+    certificates from the lab's Pebble, the emulator release and throwaway credentials.
+    Any of them can be overridden with ``pyinfra --data key=value``."""
+    fixtures = state["fixtures"]
+    return {
+        "push_mode": "eas",
+        "push_name": "push.lab.test",
+        "acme_directory_url": state["acme"]["directory_url"],
+        "acme_ca_bundle": state["acme"]["ca_bundle"],
+        "acme_account_key_file": f"{state['state_dir']}/acme-account.pem",
+        "push_proxy_version": fixtures["version"],
+        "push_proxy_sha256": fixtures["sha256"],
+        "push_proxy_archive": fixtures["archive"],
+        "push_proxy_apple": [
+            {
+                "type": "apple_rn",
+                "topic": "com.mattermost.rnbeta",
+                "auth_key_file": fixtures["apns_key"],
+                "auth_key_id": "LABKEY0001",
+                "team_id": "LABTEAM001",
+            }
+        ],
+        "push_proxy_android": [
+            {"type": "android_rn", "service_account_file": fixtures["fcm_service_account"]}
+        ],
     }
 
 

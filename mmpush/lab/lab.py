@@ -205,6 +205,9 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
     with step("Issuing the HPNS stand-in's certificate from Pebble (ACME HTTP-01)"):
         issue_upstream_certificate(paths)
 
+    with step("Packaging the push proxy release and throwaway APNs/FCM credentials"):
+        state["fixtures"] = emulators.make_lab_fixtures(paths.fixtures_dir)
+
     state["phase"] = "up"
     write_state(paths, state)
 
@@ -225,9 +228,7 @@ def issue_upstream_certificate(paths: LabPaths) -> None:
     challenge_dir = f"{emulators.HPNS_DATA_DIR}/acme-challenge"
 
     def publish(token: str, key_authorization: str) -> None:
-        containers.ssh(
-            paths, upstream, f"cat > {challenge_dir}/{token}", input=key_authorization
-        )
+        containers.ssh(paths, upstream, f"cat > {challenge_dir}/{token}", input=key_authorization)
 
     def unpublish(token: str) -> None:
         containers.ssh(paths, upstream, f"rm -f {challenge_dir}/{token}", check=False)
@@ -284,8 +285,9 @@ def down(paths: LabPaths, quiet: bool = False) -> None:
             run(["umount", "--lazy", mount], check=False)
     containers.remove_cgroups()
     network.remove_network(paths)
-    if paths.hosts_dir.exists():
-        shutil.rmtree(paths.hosts_dir, ignore_errors=True)
+    for generated in (paths.hosts_dir, paths.fixtures_dir):
+        if generated.exists():
+            shutil.rmtree(generated, ignore_errors=True)
     paths.state_file.unlink(missing_ok=True)
     leftovers = containers.lab_processes(paths) + network.lab_netns() + containers.lab_mounts(paths)
     if leftovers:

@@ -99,9 +99,7 @@ LAB_HOSTS: tuple[LabHost, ...] = (
     LabHost("mm1", f"{SUBNET_PREFIX}.11", ("mm.lab.test",), ("mattermost",), ("mattermost",)),
     LabHost("push1", f"{SUBNET_PREFIX}.12", ("push.lab.test",), ("push_proxies",)),
     LabHost("proxy1", f"{SUBNET_PREFIX}.13", ("outbound.lab.test",), ("outbound_proxies",)),
-    LabHost(
-        "upstream1", f"{SUBNET_PREFIX}.14", HOSTED_PUSH_NAMES, ("lab_upstreams",), ("hpns",)
-    ),
+    LabHost("upstream1", f"{SUBNET_PREFIX}.14", HOSTED_PUSH_NAMES, ("lab_upstreams",), ("hpns",)),
 )
 
 
@@ -159,6 +157,10 @@ class LabPaths:
     @property
     def hosts_dir(self) -> Path:
         return self.state_dir / "hosts"
+
+    @property
+    def fixtures_dir(self) -> Path:
+        return self.state_dir / "fixtures"
 
     @property
     def logs_dir(self) -> Path:

@@ -56,7 +56,7 @@ def create_host_network(host: LabHost) -> None:
 def resolve_registry(names: list[str]) -> dict[str, list[str]]:
     """Resolve the package registry's host names (IPv4) on the host, as apt there would.
 
-        resolve_registry(["deb.debian.org"]) == {"deb.debian.org": ["203.0.113.80"]}
+    resolve_registry(["deb.debian.org"]) == {"deb.debian.org": ["203.0.113.80"]}
     """
     resolved: dict[str, list[str]] = {}
     for name in names:

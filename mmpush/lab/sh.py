@@ -29,8 +29,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, capture its output as text, and raise LabError if it fails.
 
-        run(["ip", "netns", "add", "mmplab-mm1"])
-        run(["nft", "-f", "-"], input=ruleset)
+    run(["ip", "netns", "add", "mmplab-mm1"])
+    run(["nft", "-f", "-"], input=ruleset)
     """
     data = input.encode() if isinstance(input, str) else input
     try:
@@ -62,8 +62,8 @@ def succeeds(args: Sequence[str], timeout: float = 30) -> bool:
 def step(title: str) -> Iterator[None]:
     """Print what the lab is doing and how long it took.
 
-        with step("Building rootfs"):
-            build()
+    with step("Building rootfs"):
+        build()
     """
     click.echo(f"[lab] {title} ...", err=True)
     started = time.monotonic()
@@ -78,7 +78,7 @@ def step(title: str) -> Iterator[None]:
 def wait_until(what: str, probe: object, timeout: float, interval: float = 0.2) -> None:
     """Call ``probe()`` until it returns true, or raise LabError naming ``what``.
 
-        wait_until("sshd on mm1", lambda: port_open("10.77.44.11", 22), timeout=30)
+    wait_until("sshd on mm1", lambda: port_open("10.77.44.11", 22), timeout=30)
     """
     assert callable(probe)
     deadline = time.monotonic() + timeout

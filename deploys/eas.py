@@ -1,0 +1,24 @@
+"""EAS: your own Mattermost Push Proxy behind an NGINX TLS front, every Mattermost server
+pointed at it.
+
+    pyinfra inventories/prod.py deploys/eas.py
+
+Groups: push_proxies (the proxy and its front), mattermost (the servers). Settings:
+group_data/all.py (documented defaults), push_proxies.py, mattermost.py.
+"""
+
+from pyinfra import host
+
+from mmpush import mattermost, nginx, push_proxy
+from mmpush.settings import load_settings, require_mode
+
+settings = load_settings(host)
+require_mode(settings, "eas")
+
+if settings.in_group("push_proxies"):
+    push_proxy.install_push_proxy(settings)
+    nginx.install_nginx()
+    nginx.push_front(settings)
+
+if settings.in_group("mattermost"):
+    mattermost.configure_push(settings)

@@ -1,0 +1,1 @@
+"""Settings for the Mattermost servers. Defaults are in all.py."""

@@ -1,0 +1,178 @@
+"""TLS certificates from an ACME CA (Let's Encrypt by default), like Ansible's
+acme_certificate: the ACME client runs on the control node, the private key is generated on
+the host and never leaves it, and the CA's HTTP-01 check is answered from NGINX's webroot.
+
+    certificate(name="Certificate for push.example.com", domain="push.example.com",
+                acme=settings.acme)
+
+Issuance happens only when there is no certificate yet, it is for another name or key, or it
+is inside its renewal window (ARI when the CA offers it, else a third of its lifetime left).
+When the CA fails, the old certificate stays in place and the operation fails, naming why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.facts.files import File
+
+from mmpush import acme
+from mmpush.facts import FileBytes, PublicKeySha256
+from mmpush.settings import AcmeConfig
+
+TLS_DIR = "/etc/mmpush/tls"
+ACME_WEBROOT = "/var/www/mmpush-acme"
+CHALLENGE_DIR = f"{ACME_WEBROOT}/.well-known/acme-challenge"
+
+
+def tls_paths(domain: str) -> tuple[str, str]:
+    """(private key, full chain) paths for ``domain`` on the host."""
+    return f"{TLS_DIR}/{domain}/privkey.pem", f"{TLS_DIR}/{domain}/fullchain.pem"
+
+
+def certificate_problem(
+    domain: str, fullchain: bytes | None, key_sha256: str | None, acme_config: AcmeConfig
+) -> str | None:
+    """Why a new certificate is needed, or None when the installed one is good.
+
+    certificate_problem("push.example.com", None, None, cfg) == "no certificate yet"
+    """
+    if fullchain is None or key_sha256 is None:
+        return "no certificate yet"
+    try:
+        leaf = x509.load_pem_x509_certificates(fullchain)[0]
+    except ValueError:
+        return "the installed certificate cannot be parsed"
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns_names = names.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns_names = []
+    if domain not in dns_names:
+        return f"the installed certificate is for {', '.join(dns_names) or 'no name'}"
+    public = leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(public)
+    if digest.finalize().hex() != key_sha256:
+        return "the installed certificate does not match the host's private key"
+    window = None
+    try:
+        window = acme.fetch_ari_window(_acme_settings(acme_config), fullchain)
+    except acme.AcmeError as error:
+        logger.warning(f"    [{domain}] ARI unavailable ({error}); using the lifetime rule")
+    if acme.renewal_due(fullchain, dt.datetime.now(dt.UTC), window):
+        return f"renewal due (expires {leaf.not_valid_after_utc:%Y-%m-%d})"
+    return None
+
+
+def _acme_settings(config: AcmeConfig) -> acme.AcmeSettings:
+    return acme.AcmeSettings(
+        directory_url=config.directory_url,
+        email=config.email,
+        ca_bundle=config.ca_bundle,
+        timeout=120,
+    )
+
+
+def account_key(config: AcmeConfig) -> Any:
+    """The ACME account key kept on the control node (made, 0600, on first use)."""
+    path = config.account_key_file
+    if path.exists():
+        return acme.load_account_key(path.read_bytes())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = acme.generate_account_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(acme.account_key_pem(key))
+    return key
+
+
+@operation()
+def certificate(domain: str, acme_config: AcmeConfig):
+    """Make sure ``domain`` has a valid certificate on the host (see module docs).
+
+    NGINX must already serve ``/.well-known/acme-challenge/`` for ``domain`` from
+    ``ACME_WEBROOT`` on port 80 (the push front's port-80 site does).
+    """
+    key_path, chain_path = tls_paths(domain)
+    key_info = host.get_fact(File, path=key_path)
+    fullchain = host.get_fact(FileBytes, path=chain_path)
+    key_sha = host.get_fact(PublicKeySha256, path=key_path) if key_info else None
+    problem = certificate_problem(domain, fullchain, key_sha, acme_config)
+    if problem is None:
+        host.noop(f"certificate for {domain} is valid and not due for renewal")
+        return
+    logger.info(
+        f"    [{host.name}] certificate for {domain}: {problem}: issuing from "
+        f"{acme_config.directory_url}"
+    )
+    if not key_info:
+        directory = shlex.quote(str(Path(key_path).parent))
+        key = shlex.quote(key_path)
+        yield (
+            f"mkdir -p {directory} && chmod 700 {directory} && (umask 077 && "
+            f"openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {key}.new "
+            f"&& mv -f {key}.new {key})"
+        )
+    yield FunctionCommand(_issue, (domain, key_path, chain_path, acme_config), {})
+
+
+def _run(state: Any, target: Any, command: str) -> str:
+    """Run a command on the host from inside an operation; fail with its stderr."""
+    ok, output = target.run_shell_command(StringCommand(command))
+    if not ok:
+        raise OperationError(f"`{command.split()[0]}` failed on {target.name}: {output.stderr}")
+    return output.stdout
+
+
+def _issue(
+    state: Any, host: Any, domain: str, key_path: str, chain_path: str, acme_config: AcmeConfig
+) -> None:
+    """Get a certificate for the key on the host (runs at execution time)."""
+    csr = _run(
+        state,
+        host,
+        f"openssl req -new -key {shlex.quote(key_path)} -subj /CN={domain} "
+        f"-addext subjectAltName=DNS:{domain}",
+    )
+
+    def publish(token: str, key_authorization: str) -> None:
+        _run(
+            state,
+            host,
+            f"mkdir -p {CHALLENGE_DIR} && printf %s {shlex.quote(key_authorization)}"
+            f" > {CHALLENGE_DIR}/{shlex.quote(token)}",
+        )
+
+    def unpublish(token: str) -> None:
+        host.run_shell_command(StringCommand(f"rm -f {CHALLENGE_DIR}/{shlex.quote(token)}"))
+
+    try:
+        issued = acme.obtain_certificate(
+            _acme_settings(acme_config),
+            account_key(acme_config),
+            csr.encode(),
+            publish,
+            unpublish,
+        )
+    except acme.AcmeError as error:
+        raise OperationError(f"{error}; the previous certificate (if any) is kept") from error
+    temp = f"{chain_path}.mmpush-new"
+    if not host.put_file(BytesIO(issued.fullchain_pem.encode()), temp):
+        raise OperationError(f"could not upload the certificate to {host.name}:{temp}")
+    _run(state, host, f"chmod 644 {temp} && mv -f {temp} {chain_path}")
+    logger.info(
+        f"    [{host.name}] certificate for {domain} issued, valid until "
+        f"{issued.not_after:%Y-%m-%d}"
+    )

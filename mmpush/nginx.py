@@ -1,0 +1,81 @@
+"""NGINX from Debian's packages, hardened, as the TLS front of the push proxy.
+
+    install_nginx()            # package, hardened nginx.conf, Debian's default site removed
+    push_front(settings)       # port 80 (ACME + redirect), certificate, TLS on 443
+
+Every change goes through ``nginx_files``: ``nginx -t`` must pass before NGINX reloads, and a
+config that fails is rolled back, so NGINX keeps serving what it served before.
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files
+
+from mmpush.certificates import ACME_WEBROOT, certificate, tls_paths
+from mmpush.operations import nginx_files
+from mmpush.render import MOZILLA_INTERMEDIATE_CIPHERS, render
+from mmpush.settings import Settings
+
+NGINX_CONF = "/etc/nginx/nginx.conf"
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+PUSH_FRONT_CONF = "/etc/nginx/conf.d/mmpush-push-front.conf"
+
+
+def hardened_nginx_conf() -> str:
+    """Debian's nginx.conf without TLS 1.0/1.1 and server tokens, Mozilla intermediate TLS."""
+    return render("nginx/nginx.conf.j2", mozilla_ciphers=MOZILLA_INTERMEDIATE_CIPHERS)
+
+
+def push_front_conf(settings: Settings, tls: bool) -> str:
+    """The push front's site: port 80 always; the TLS server once ``tls`` (a cert exists)."""
+    eas = settings.eas
+    assert eas is not None
+    private_key, fullchain = tls_paths(eas.push_name)
+    return render(
+        "nginx/push-front.conf.j2",
+        push_name=eas.push_name,
+        https_port=eas.https_port,
+        https_port_suffix="" if eas.https_port == 443 else f":{eas.https_port}",
+        acme_webroot=ACME_WEBROOT,
+        listen_port=eas.listen_port,
+        fullchain=fullchain,
+        private_key=private_key,
+        read_timeout=eas.send_timeout_sec + 30,
+        tls=tls,
+    )
+
+
+@deploy("NGINX")
+def install_nginx() -> None:
+    """NGINX from Debian, with the hardened global config and no default site."""
+    apt.packages(
+        name="NGINX and OpenSSL", packages=["nginx", "openssl"], update=True, cache_time=3600
+    )
+    files.directory(name=ACME_WEBROOT, path=ACME_WEBROOT, user="root", group="root", mode="755")
+    nginx_files(
+        name="Hardened nginx.conf, Debian's default site removed (nginx -t, then reload)",
+        files={NGINX_CONF: hardened_nginx_conf(), DEFAULT_SITE: None},
+    )
+
+
+@deploy("Push proxy TLS front")
+def push_front(settings: Settings) -> None:
+    """Port 80 for ACME first, then the certificate, then TLS on the push name's port."""
+    eas = settings.eas
+    assert eas is not None
+    _, fullchain = tls_paths(eas.push_name)
+    nginx_files(
+        name=f"Port 80 for {eas.push_name} (until it has a certificate)",
+        files={PUSH_FRONT_CONF: push_front_conf(settings, tls=False)},
+        skip_if_exists=fullchain,
+    )
+    certificate(
+        name=f"Certificate for {eas.push_name}",
+        domain=eas.push_name,
+        acme_config=settings.acme,
+    )
+    nginx_files(
+        name=f"TLS front for {eas.push_name} on port {eas.https_port} (nginx -t, then reload)",
+        files={PUSH_FRONT_CONF: push_front_conf(settings, tls=True)},
+    )
