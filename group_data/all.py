@@ -45,6 +45,9 @@ push_proxy_send_timeout_sec = 30
 push_proxy_retry_timeout_sec = 8
 push_proxy_metrics = False
 push_proxy_log_format = "plain"  # or "json"
+# Extra NGINX directives for the push front's TLS server block (e.g. access_log, allow/deny).
+# Checked by `nginx -t` on the host before any reload; a failing value is rolled back.
+push_front_extra_config = ""
 
 # --- EAS: app credentials (files on the control node, outside the repo, or "env:NAME") --------
 # Apple, one entry per app type (apple, apple_rn, apple_rnbeta), either a .p8 token key:
@@ -67,6 +70,9 @@ acme_email = None
 acme_ca_bundle = None
 # The ACME account key, kept on the control node (default ~/.config/mmpush/acme/...).
 acme_account_key_file = None
+# Also renew when fewer than this many days are left; None = the CA's ARI window, else a
+# third of the lifetime left (certbot's rule). deploys/certs.py is safe to run daily.
+acme_renew_days = None
 
 # --- HPNS -------------------------------------------------------------------------------------
 # global | us | eu | ap | legacy (https://push.mattermost.com)

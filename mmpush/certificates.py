@@ -27,7 +27,7 @@ from pyinfra.facts.files import File
 
 from mmpush import acme
 from mmpush.facts import FileBytes, PublicKeySha256
-from mmpush.settings import AcmeConfig
+from mmpush.settings import AcmeConfig, Settings
 
 TLS_DIR = "/etc/mmpush/tls"
 ACME_WEBROOT = "/var/www/mmpush-acme"
@@ -71,8 +71,12 @@ def certificate_problem(
         window = acme.fetch_ari_window(_acme_settings(acme_config), fullchain)
     except acme.AcmeError as error:
         logger.warning(f"    [{domain}] ARI unavailable ({error}); using the lifetime rule")
-    if acme.renewal_due(fullchain, dt.datetime.now(dt.UTC), window):
-        return f"renewal due (expires {leaf.not_valid_after_utc:%Y-%m-%d})"
+    now = dt.datetime.now(dt.UTC)
+    expires = leaf.not_valid_after_utc
+    if acme.renewal_due(fullchain, now, window):
+        return f"renewal due (expires {expires:%Y-%m-%d})"
+    if acme_config.renew_days is not None and expires - now < dt.timedelta(acme_config.renew_days):
+        return f"fewer than {acme_config.renew_days} days left (expires {expires:%Y-%m-%d})"
     return None
 
 
@@ -128,6 +132,27 @@ def certificate(domain: str, acme_config: AcmeConfig):
     yield FunctionCommand(_issue, (domain, key_path, chain_path, acme_config), {})
 
 
+def install_certificate_script(chain_path: str, new_path: str) -> str:
+    """Put a new certificate in place; if NGINX is running, reload it only when ``nginx -t``
+    passes with the new file, else put the old certificate back and fail."""
+    chain, new, old = (shlex.quote(p) for p in (chain_path, new_path, chain_path + ".mmpush-old"))
+    return "\n".join(
+        [
+            f"chmod 644 {new}",
+            f"if [ -f {chain} ]; then cp -p {chain} {old}; fi",
+            f"mv -f {new} {chain}",
+            "if systemctl is-active --quiet nginx; then",
+            "  if nginx -t -q; then systemctl reload nginx; else",
+            f"    if [ -f {old} ]; then mv -f {old} {chain}; fi",
+            "    echo 'nginx -t failed with the new certificate: the old one was put back' >&2",
+            "    exit 1",
+            "  fi",
+            "fi",
+            f"rm -f {old}",
+        ]
+    )
+
+
 def _run(state: Any, target: Any, command: str) -> str:
     """Run a command on the host from inside an operation; fail with its stderr."""
     ok, output = target.run_shell_command(StringCommand(command))
@@ -138,8 +163,26 @@ def _run(state: Any, target: Any, command: str) -> str:
 
 def _issue(
     state: Any, host: Any, domain: str, key_path: str, chain_path: str, acme_config: AcmeConfig
+) -> bool:
+    """Get a certificate for the key on the host (runs at execution time). Returns False,
+    after logging why, when it fails: pyinfra then fails the operation without a traceback.
+    """
+    try:
+        _issue_or_raise(state, host, domain, key_path, chain_path, acme_config)
+    except (acme.AcmeError, OperationError) as error:
+        host.log_styled(
+            f"certificate for {domain} not renewed: {error}; the previous certificate "
+            "(if any) is kept and still served",
+            fg="red",
+            log_func=logger.error,
+        )
+        return False
+    return True
+
+
+def _issue_or_raise(
+    state: Any, host: Any, domain: str, key_path: str, chain_path: str, acme_config: AcmeConfig
 ) -> None:
-    """Get a certificate for the key on the host (runs at execution time)."""
     csr = _run(
         state,
         host,
@@ -158,21 +201,22 @@ def _issue(
     def unpublish(token: str) -> None:
         host.run_shell_command(StringCommand(f"rm -f {CHALLENGE_DIR}/{shlex.quote(token)}"))
 
-    try:
-        issued = acme.obtain_certificate(
-            _acme_settings(acme_config),
-            account_key(acme_config),
-            csr.encode(),
-            publish,
-            unpublish,
-        )
-    except acme.AcmeError as error:
-        raise OperationError(f"{error}; the previous certificate (if any) is kept") from error
+    issued = acme.obtain_certificate(
+        _acme_settings(acme_config), account_key(acme_config), csr.encode(), publish, unpublish
+    )
     temp = f"{chain_path}.mmpush-new"
     if not host.put_file(BytesIO(issued.fullchain_pem.encode()), temp):
         raise OperationError(f"could not upload the certificate to {host.name}:{temp}")
-    _run(state, host, f"chmod 644 {temp} && mv -f {temp} {chain_path}")
+    _run(state, host, install_certificate_script(chain_path, temp))
     logger.info(
         f"    [{host.name}] certificate for {domain} issued, valid until "
         f"{issued.not_after:%Y-%m-%d}"
     )
+
+
+def managed_domains(settings: Settings) -> list[str]:
+    """The certificates this project manages on the host (what deploys/certs.py renews)."""
+    domains = []
+    if settings.eas is not None:
+        domains.append(settings.eas.push_name)
+    return domains

@@ -14,9 +14,11 @@ from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import systemd
 
-from mmpush.facts import MattermostEnvironment
+from mmpush.facts import FileBytes, MattermostEnvironment
+from mmpush.jsonedit import JsonEditError, parse_object
 from mmpush.operations import json_values
 from mmpush.settings import Settings
 
@@ -43,10 +45,33 @@ def env_name(keys: tuple[str, ...]) -> str:
     return "MM_" + "_".join(key.upper() for key in keys)
 
 
+class MattermostConfigError(PyinfraError):
+    """config.json cannot be edited safely; nothing was changed on any host."""
+
+
+def check_config_json(path: str) -> None:
+    """Stop the run before any host is touched if config.json is missing or not valid JSON
+    (checked while pyinfra prepares; the operation checks again when it runs)."""
+    raw = host.get_fact(FileBytes, path=path)
+    if raw is None:
+        raise MattermostConfigError(
+            f"host {host.name}: {path} does not exist (is Mattermost installed there? "
+            "set mattermost_config_path)"
+        )
+    try:
+        parse_object(raw.decode("utf-8"))
+    except (UnicodeDecodeError, JsonEditError) as error:
+        raise MattermostConfigError(
+            f"host {host.name}: {path} is not valid JSON ({error}); nothing was changed on any "
+            "host and the file is left untouched"
+        ) from error
+
+
 @deploy("Mattermost push settings")
 def configure_push(settings: Settings) -> None:
     """Point the Mattermost server at the push service of the host's push mode."""
     values = push_values(settings)
+    check_config_json(settings.mattermost.config_path)
     overrides = set(host.get_fact(MattermostEnvironment, unit=settings.mattermost.service))
     for keys in values:
         if env_name(keys) in overrides:

@@ -42,6 +42,7 @@ def push_front_conf(settings: Settings, tls: bool) -> str:
         fullchain=fullchain,
         private_key=private_key,
         read_timeout=eas.send_timeout_sec + 30,
+        extra_config=eas.front_extra_config.strip(),
         tls=tls,
     )
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyinfra.api.exceptions import PyinfraError
+
 from mmpush.acme import LETSENCRYPT_PRODUCTION
 
 PUSH_MODES = ("eas", "hpns", "tpns", "off")
@@ -52,8 +54,11 @@ _APPLE_ID = re.compile(r"^[A-Z0-9]{10}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-class SettingsError(ValueError):
-    """A setting is invalid. The message names host, key, value and what is allowed."""
+class SettingsError(PyinfraError, ValueError):
+    """A setting is invalid. The message names host, key, value and what is allowed.
+
+    A PyinfraError, so the pyinfra CLI prints the message alone and stops before any
+    operation runs on any host."""
 
     def __init__(self, host: str, key: str, value: object, allowed: str) -> None:
         self.host, self.key, self.value, self.allowed = host, key, value, allowed
@@ -108,6 +113,9 @@ class AcmeConfig:
     email: str | None
     ca_bundle: str | None
     account_key_file: Path
+    #: Also renew when fewer than this many days are left (None: the CA's ARI window or a
+    #: third of the lifetime, like certbot).
+    renew_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class EasSettings:
     retry_timeout_sec: int
     enable_metrics: bool
     log_format: str
+    front_extra_config: str
     apple: tuple[ApplePush, ...]
     android: tuple[AndroidPush, ...]
 
@@ -392,6 +401,9 @@ def _eas(read: _Reader) -> EasSettings:
         retry_timeout_sec=read.integer("push_proxy_retry_timeout_sec", 8, 1, 600),
         enable_metrics=read.boolean("push_proxy_metrics", False),
         log_format=read.choice("push_proxy_log_format", ("plain", "json"), "plain"),
+        front_extra_config=read.text(
+            "push_front_extra_config", "", allowed="NGINX directives (text), checked by nginx -t"
+        ),
         apple=_apple_entries(read),
         android=_android_entries(read),
     )
@@ -408,7 +420,10 @@ def _acme(read: _Reader) -> AcmeConfig:
         hashlib.sha256(directory.encode()).hexdigest()[:12] + "-account.pem"
     )
     key_file = Path(str(read.raw("acme_account_key_file", default_key))).expanduser()
-    return AcmeConfig(directory, email, ca_bundle, key_file)
+    renew_days = None
+    if read.raw("acme_renew_days") is not None:
+        renew_days = read.integer("acme_renew_days", 30, 1, 365)
+    return AcmeConfig(directory, email, ca_bundle, key_file, renew_days)
 
 
 def _mattermost(read: _Reader, push_mode: str) -> MattermostSettings:
