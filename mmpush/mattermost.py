@@ -15,11 +15,10 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import systemd
 
 from mmpush.facts import FileBytes, MattermostEnvironment
 from mmpush.jsonedit import JsonEditError, parse_object
-from mmpush.operations import json_values
+from mmpush.operations import json_values, restart_if_changed
 from mmpush.settings import Settings
 
 
@@ -85,9 +84,8 @@ def configure_push(settings: Settings) -> None:
         path=settings.mattermost.config_path,
         values=values,
     )
-    systemd.service(
+    restart_if_changed(
+        settings.mattermost.service,
+        [changed],
         name=f"Restart {settings.mattermost.service} (push settings changed)",
-        service=settings.mattermost.service,
-        restarted=True,
-        _if=changed.did_change,
     )

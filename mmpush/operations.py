@@ -20,7 +20,10 @@ from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, OperationError, StringCommand, operation
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, Link, Sha256File
+from pyinfra.operations import systemd
+from pyinfra.operations.util import any_changed
 
 from mmpush.facts import FileBytes
 from mmpush.jsonedit import JsonEditError, parse_object, set_values
@@ -268,3 +271,24 @@ def symlink(path: str, target: str):
         return
     temp = _temp_path(path)
     yield f"ln -sfn {q(target)} {q(temp)} && mv -fT {q(temp)} {q(path)}"
+
+
+# --- restarts ---------------------------------------------------------------------------------
+
+
+def restart_if_changed(service: str, changes: list[OperationMeta], name: str) -> None:
+    """Restart ``service`` after any of ``changes`` changed something.
+
+    The restart is only planned when one of them will change (so ``--dry`` lists it only
+    then), and only runs when one of them did.
+
+        restart_if_changed("mattermost", [config_op], name="Restart Mattermost")
+    """
+    if any(change.will_change for change in changes):
+        systemd.service(name=name, service=service, restarted=True, _if=any_changed(*changes))
+
+
+def daemon_reload_if_changed(unit_file: OperationMeta) -> None:
+    """``systemctl daemon-reload`` after a unit file changed (planned only if it will)."""
+    if unit_file.will_change:
+        systemd.daemon_reload(name="systemd daemon-reload", _if=unit_file.did_change)

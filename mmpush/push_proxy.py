@@ -23,9 +23,14 @@ from typing import Any
 
 from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
 
-from mmpush.operations import release, secret_file, symlink
+from mmpush.operations import (
+    daemon_reload_if_changed,
+    release,
+    restart_if_changed,
+    secret_file,
+    symlink,
+)
 from mmpush.render import render
 from mmpush.settings import EasSettings, Secret, Settings
 
@@ -180,16 +185,13 @@ def install_push_proxy(settings: Settings) -> None:
         mode="644",
     )
     changes.append(unit)
-    systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
+    daemon_reload_if_changed(unit)
     systemd.service(
         name=f"{SERVICE} enabled and running",
         service=SERVICE,
         running=True,
         enabled=True,
     )
-    systemd.service(
-        name=f"Restart {SERVICE} (binary, config or credentials changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*changes),
+    restart_if_changed(
+        SERVICE, changes, name=f"Restart {SERVICE} (binary, config or credentials changed)"
     )
