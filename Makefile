@@ -7,15 +7,12 @@ VENV := .venv/bin
 deps:
 	@scripts/install-deps
 
-## Bring the local lab up and show how to reach it.
+## Bring the local lab up, deploy EAS on it, verify it, and show how to send a test push.
 demo: deps
 	$(VENV)/mmpush lab up
-	@echo
-	@echo "The lab is up. Try:"
-	@echo "  $(VENV)/pyinfra -y inventories/lab.py exec -- systemctl is-system-running"
-	@echo "  $(VENV)/mmpush lab ssh mm1"
-	@echo "  $(VENV)/mmpush lab status --json"
-	@echo "  make lab-down"
+	$(VENV)/pyinfra -y inventories/lab.py deploys/eas.py
+	$(VENV)/pytest -q tests/verify --inventory inventories/lab.py
+	@$(VENV)/python -m mmpush.demo
 
 ## Lint, unit tests, then lab tests (the lab is brought up once and always torn down).
 test: deps

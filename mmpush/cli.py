@@ -91,6 +91,37 @@ def ssh(host: str, command: tuple[str, ...]) -> None:
     os.execvp("ssh", [*args, target.name, *command])
 
 
+@lab.command("send-dm")
+@click.argument("text", default="Hello from the lab")
+@click.option("--device", default="apple_rn-v2:lab-demo-device", help="Recipient's device id.")
+def send_dm(text: str, device: str) -> None:
+    """Have Account B send Account A a DM on mm1 (Account A's phone is DEVICE), then show what
+    the push service received: the push proxy on push1 (EAS) or the HPNS stand-in."""
+    from mmpush.lab.containers import ssh as lab_ssh
+    from mmpush.lab.layout import lab_host
+    from mmpush.mmapi import MattermostClient, send_direct_message
+
+    paths = LabPaths.default()
+    mm1 = lab_host("mm1")
+    post = send_direct_message(
+        MattermostClient(f"http://{mm1.ip}:8065"), "accountb", "accounta", text, device
+    )
+    click.echo(f"Mattermost on mm1 accepted the DM (post {post['id']}) and sent its push.")
+    records = lab_ssh(
+        paths,
+        lab_host("push1"),
+        "journalctl -u mattermost-push-proxy -o cat --no-pager 2>/dev/null"
+        f" | grep EMULATOR-DELIVERY | grep {post['id']} || true",
+    ).stdout.strip()
+    if not records:
+        records = lab_ssh(
+            paths,
+            lab_host("upstream1"),
+            f"grep {post['id']} /var/lib/hpns-emulator/received.jsonl || true",
+        ).stdout.strip()
+    click.echo(records or "No push service recorded it: see /opt/mattermost/logs/mattermost.log")
+
+
 def _print_summary(state: dict[str, object]) -> None:
     hosts = state["hosts"]
     assert isinstance(hosts, list)

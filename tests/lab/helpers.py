@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,3 +49,41 @@ def leftovers() -> list[str]:
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     found += [f"nft {t}" for t in tables.splitlines() if "mmpush_lab" in t]
     return found
+
+
+def deploy(
+    deploy_file: str, *data: str, dry: bool = False, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``pyinfra [-y] inventories/lab.py deploys/<file> --data k=v ...`` as a user types it."""
+    args = [] if dry else ["-y"]
+    for item in data:
+        args += ["--data", item]
+    return pyinfra(*args, *extra, "inventories/lab.py", deploy_file, *(["--dry"] if dry else []))
+
+
+def grand_total(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """pyinfra's closing "Grand total" row: {"operations", "success", "error", "no_change"}."""
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.strip().startswith("Grand total"):
+            cells = line.split()[2:]
+            values = [0 if cell == "-" else int(cell) for cell in cells]
+            return dict(zip(["operations", "success", "error", "no_change"], values, strict=True))
+    raise AssertionError(f"no Grand total in pyinfra's output:\n{result.stdout}\n{result.stderr}")
+
+
+def planned_changes(*data: str, deploy_file: str = "deploys/eas.py") -> dict[str, list[str]]:
+    """What ``--dry --json`` says would change: {operation name: [hosts]} (conditional
+    operations, which depend on another one changing, are listed with a ``?`` suffix)."""
+    args = ["inventories/lab.py", deploy_file, "--dry", "--json"]
+    for item in data:
+        args += ["--data", item]
+    result = pyinfra(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = json.loads(result.stdout)["plan"]
+    changes: dict[str, list[str]] = {}
+    for op in plan:
+        if op["hosts_with_change"]:
+            changes[op["name"]] = op["hosts_with_change"]
+        if op["hosts_with_conditional_change"]:
+            changes[op["name"] + "?"] = op["hosts_with_conditional_change"]
+    return changes

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from mmpush.mmapi import MattermostClient, send_direct_message
 from tests.emulators import harness
 from tests.emulators.push_proxy.build import build_release_tarball
 from tests.lab.helpers import SshRunner
-from tests.lab.mmclient import MattermostClient, send_direct_message
 
 pytestmark = pytest.mark.lab
 

@@ -1,5 +1,6 @@
-"""A tiny client of the Mattermost REST API (v4), enough to do what a user does to make the
+"""A tiny client of the Mattermost REST API (v4), enough to do what users do to make the
 server send a push notification: log in, register a phone, send a direct message.
+Used by the lab tests and `mmpush lab send-dm`.
 
     mm = MattermostClient("http://mm.lab.test:8065")   # in the lab: http://10.77.44.11:8065
     post = send_direct_message(mm, "accounta", "accountb", "Hello", "apple_rn-v2:devicetoken")
