@@ -20,6 +20,7 @@ from mmpush.settings import Settings
 NGINX_CONF = "/etc/nginx/nginx.conf"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 PUSH_FRONT_CONF = "/etc/nginx/conf.d/mmpush-push-front.conf"
+DEFAULT_SERVER_CONF = "/etc/nginx/conf.d/mmpush-00-default-server.conf"
 
 
 def hardened_nginx_conf() -> str:
@@ -55,8 +56,12 @@ def install_nginx() -> None:
     )
     files.directory(name=ACME_WEBROOT, path=ACME_WEBROOT, user="root", group="root", mode="755")
     nginx_files(
-        name="Hardened nginx.conf, Debian's default site removed (nginx -t, then reload)",
-        files={NGINX_CONF: hardened_nginx_conf(), DEFAULT_SITE: None},
+        name="Hardened nginx.conf, default server refusing unknown names (nginx -t, reload)",
+        files={
+            NGINX_CONF: hardened_nginx_conf(),
+            DEFAULT_SITE: None,
+            DEFAULT_SERVER_CONF: render("nginx/default-server.conf.j2"),
+        },
     )
 
 

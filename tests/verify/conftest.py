@@ -17,6 +17,7 @@ import pytest
 import testinfra
 
 from mmpush.inventory import InventoryHost, load_inventory, ssh_config
+from mmpush.settings import Settings, settings_from_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,3 +81,10 @@ def host(inventory_host: InventoryHost, ssh_config_file: Path) -> testinfra.host
     return testinfra.get_host(
         f"ssh://{inventory_host.name}", ssh_config=str(ssh_config_file), controlpersist=0
     )
+
+
+@pytest.fixture
+def settings(inventory_host: InventoryHost) -> Settings:
+    """What ``inventory_host`` should look like: its data validated as a deploy would
+    (``mmpush.settings``; credential files are read on this control node)."""
+    return settings_from_data(inventory_host.name, inventory_host.groups, inventory_host.data)

@@ -1,0 +1,703 @@
+"""EAS, your own push proxy, as its users notice it: once per host whose push_mode is "eas"
+(any other mode is skipped, naming the mode).
+
+    pytest tests/verify --inventory inventories/lab.py
+    pytest tests/verify/test_eas.py --inventory inventories/prod.py
+
+push_proxies hosts: the push proxy service (user, sandbox, restart), what listens where, the
+release, config and credentials on disk, NGINX's config, and the TLS front as a client of
+the push URL sees it. mattermost hosts: config.json points at the push proxy, and the server
+reaches it over TLS it trusts.
+
+What every host should look like comes from its inventory data, validated as a deploy does
+(``settings`` in conftest.py). The push front is checked from outside when the inventory sets
+``acme_ca_bundle`` (a private ACME CA such as the lab's Pebble: the bundle is a file on this
+control node), connecting to the host's ``ssh_hostname`` with the push name as SNI and Host;
+otherwise on the host itself through 127.0.0.1 with openssl/curl and the host's trust store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import re
+import secrets
+import shlex
+import socket
+import ssl
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pytest
+import testinfra
+from cryptography import x509
+
+from mmpush.facts import MattermostEnvironment
+from mmpush.inventory import InventoryHost
+from mmpush.mattermost import env_name, push_values
+from mmpush.nginx import DEFAULT_SITE
+from mmpush.push_proxy import (
+    BINARY,
+    CONFIG_FILE,
+    CREDENTIALS_DIR,
+    ROOT,
+    SERVICE,
+    USER,
+    credentials,
+)
+from mmpush.settings import EasSettings, Settings
+
+push_proxies = pytest.mark.group("push_proxies")
+mattermost = pytest.mark.group("mattermost")
+
+#: `systemd-analyze security` overall exposure must stay below this.
+MAX_EXPOSURE = 2.0
+#: A certificate this close to expiry means renewal is broken (renewal starts at 1/3 left).
+MIN_DAYS_LEFT = 14
+#: Seconds for any network call, on this control node or on a host.
+TIMEOUT = 10
+#: Debian's system trust store (ca-certificates), used on the host when no acme_ca_bundle.
+SYSTEM_TRUST = "/etc/ssl/certs/ca-certificates.crt"
+LOOPBACK = ("127.0.0.1", "::1")
+#: What the push proxy answers to a push it accepted: OK (sent), or REMOVE (APNs/FCM took
+#: the proxy's credentials but refused the device token, as they must refuse a fake one).
+ACCEPTED_PUSH = ("OK", "REMOVE")
+
+Host = testinfra.host.Host
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eas_settings(settings: Settings) -> Settings:
+    """The host's settings; skips hosts whose push_mode is not "eas"."""
+    if settings.push_mode != "eas":
+        pytest.skip(f"{settings.host}: push_mode is {settings.push_mode!r}, not 'eas'")
+    return settings
+
+
+@pytest.fixture
+def eas(eas_settings: Settings) -> EasSettings:
+    """The EAS settings of a push_proxies host."""
+    assert eas_settings.eas is not None, f"{eas_settings.host} has no EAS settings"
+    return eas_settings.eas
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def check(host: Host, command: str) -> str:
+    """Run ``command`` on ``host``; its stdout, or fail naming the command and its error."""
+    result = host.run(command)
+    assert result.rc == 0, (
+        f"`{command}` failed (exit {result.rc}): {(result.stderr or result.stdout).strip()}"
+    )
+    return result.stdout
+
+
+def listening(host: Host) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket: ("127.0.0.1", 8066), ("*", 80)..."""
+    sockets = []
+    for line in check(host, "ss -ltnH").splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            address, _, port = fields[3].rpartition(":")
+            sockets.append((address.strip("[]").split("%")[0], int(port)))
+    return sockets
+
+
+def active_directives(host: Host, directive: str, root: str = "/etc/nginx") -> list[str]:
+    """``file:line: arguments`` of every uncommented ``directive`` under ``root``."""
+    result = host.run(f"grep -RHn -w {q(directive)} {q(root)}")
+    assert result.rc in (0, 1), f"grep -R {directive} {root} failed: {result.stderr.strip()}"
+    found = []
+    pattern = re.compile(rf"(?:^|[\s;{{]){re.escape(directive)}\s+([^;]*)")
+    for line in result.stdout.splitlines():
+        path, line_number, text = line.split(":", 2)
+        match = pattern.search(text.split("#", 1)[0])
+        if match:
+            found.append(f"{path}:{line_number}: {' '.join(match.group(1).split())}")
+    return found
+
+
+def san_dns_names(certificate: x509.Certificate) -> list[str]:
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(extension.value.get_values_for_type(x509.DNSName))
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """A certificate DNS name (``*.example.com`` covers one label) against a host name."""
+    pattern, name = pattern.lower(), name.lower()
+    if pattern.startswith("*."):
+        return "." in name and name.split(".", 1)[1] == pattern[2:]
+    return pattern == name
+
+
+def port_suffix(port: int) -> str:
+    return "" if port == 443 else f":{port}"
+
+
+# --- the push front as a client of the push URL sees it -----------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, headers (names in lower case), body."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A verified TLS handshake with the push front."""
+
+    protocol: str
+    certificate: x509.Certificate
+
+
+@dataclass(frozen=True)
+class OldTls:
+    """What happened when a client offered TLS 1.1 only."""
+
+    accepted: bool
+    detail: str
+
+
+class PushFront(Protocol):
+    """The push front (NGINX on the push name's https port, and port 80) seen by a client."""
+
+    where: str
+
+    def handshake(self) -> Handshake:
+        """A handshake verified against the trusted CAs and the push name (fails if not)."""
+        ...
+
+    def offer_tls11(self) -> OldTls: ...
+
+    def https(self, method: str, path: str, body: bytes | None = None) -> Reply: ...
+
+    def http(self, path: str) -> Reply:
+        """A plain-HTTP GET on port 80 (redirects not followed)."""
+        ...
+
+
+def _exchange(sock: socket.socket, method: str, path: str, host: str, body: bytes | None) -> Reply:
+    """One HTTP/1.1 request on a connected (TLS or plain) socket."""
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host}",
+        "User-Agent: mmpush-verify",
+        "Accept: */*",
+        "Connection: close",
+    ]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
+    response = http.client.HTTPResponse(sock, method=method)
+    try:
+        response.begin()
+        data = response.read()
+    finally:
+        response.close()
+    headers = {name.lower(): value for name, value in response.getheaders()}
+    return Reply(response.status, headers, data.decode(errors="replace"))
+
+
+class ControlNodeFront:
+    """The push front reached from this control node: the host's address, the push name as
+    SNI and Host, trusting only ``cafile`` (the inventory's acme_ca_bundle)."""
+
+    def __init__(self, address: str, eas: EasSettings, cafile: str) -> None:
+        self.address, self.cafile = address, cafile
+        self.name, self.port = eas.push_name, eas.https_port
+        self.host_header = f"{self.name}{port_suffix(self.port)}"
+        self.where = (
+            f"from this control node to {address}:{self.port} as {self.name} (trusting {cafile})"
+        )
+
+    def _connect(self, port: int) -> socket.socket:
+        try:
+            return socket.create_connection((self.address, port), timeout=TIMEOUT)
+        except OSError as error:
+            pytest.fail(f"cannot connect to {self.address}:{port} from this control node: {error}")
+
+    def _tls(self, context: ssl.SSLContext) -> ssl.SSLSocket:
+        sock = self._connect(self.port)
+        try:
+            return context.wrap_socket(sock, server_hostname=self.name)
+        except BaseException:
+            sock.close()
+            raise
+
+    def handshake(self) -> Handshake:
+        try:
+            with self._tls(ssl.create_default_context(cafile=self.cafile)) as tls:
+                der, protocol = tls.getpeercert(binary_form=True), tls.version()
+        except OSError as error:
+            pytest.fail(f"TLS handshake {self.where} failed: {error}")
+        assert der is not None and protocol is not None
+        return Handshake(protocol, x509.load_der_x509_certificate(der))
+
+    def offer_tls11(self) -> OldTls:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+        # OpenSSL 3 refuses TLS 1.1 itself at its default security level: lower it, so the
+        # server (not this client) is what decides.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        try:
+            with self._tls(context) as tls:
+                return OldTls(True, f"negotiated {tls.version()}")
+        except ssl.SSLError as error:
+            if error.reason in ("NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE"):
+                pytest.skip(f"this control node's OpenSSL cannot offer TLS 1.1 ({error.reason})")
+            return OldTls(False, str(error))
+        except ConnectionError as error:
+            return OldTls(False, f"connection closed: {error}")
+
+    def https(self, method: str, path: str, body: bytes | None = None) -> Reply:
+        try:
+            with self._tls(ssl.create_default_context(cafile=self.cafile)) as tls:
+                return _exchange(tls, method, path, self.host_header, body)
+        except (OSError, http.client.HTTPException) as error:
+            pytest.fail(f"{method} https://{self.host_header}{path} {self.where}: {error}")
+
+    def http(self, path: str) -> Reply:
+        try:
+            with self._connect(80) as sock:
+                return _exchange(sock, "GET", path, self.name, None)
+        except (OSError, http.client.HTTPException) as error:
+            pytest.fail(f"GET http://{self.name}{path} via {self.address}:80: {error}")
+
+
+class OnHostFront:
+    """The push front reached on the host itself through 127.0.0.1 (openssl, curl), trusting
+    the host's system trust store."""
+
+    def __init__(self, host: Host, eas: EasSettings) -> None:
+        self.host, self.name, self.port = host, eas.push_name, eas.https_port
+        self.where = f"on the host via 127.0.0.1:{self.port} as {self.name} (system trust store)"
+
+    def _s_client(self, options: str) -> tuple[int, str]:
+        result = self.host.run(
+            f"timeout {TIMEOUT} openssl s_client -connect 127.0.0.1:{self.port} "
+            f"-servername {q(self.name)} {options} </dev/null 2>&1"
+        )
+        return result.rc, result.stdout
+
+    def handshake(self) -> Handshake:
+        rc, out = self._s_client(
+            f"-verify_return_error -verify_hostname {q(self.name)} -CAfile {SYSTEM_TRUST}"
+        )
+        errors = [line for line in out.splitlines() if "error" in line.lower()]
+        assert rc == 0, f"TLS handshake {self.where} failed: {' | '.join(errors[-3:]) or out}"
+        pem = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", out, re.S)
+        protocol = re.search(r"^New, ([^,]+), Cipher is", out, re.M)
+        assert pem and protocol, f"unexpected openssl s_client output {self.where}:\n{out}"
+        return Handshake(protocol.group(1), x509.load_pem_x509_certificate(pem.group().encode()))
+
+    def offer_tls11(self) -> OldTls:
+        # DEFAULT@SECLEVEL=0: OpenSSL 3 would refuse TLS 1.1 itself otherwise.
+        rc, out = self._s_client("-tls1_1 -cipher DEFAULT@SECLEVEL=0")
+        if rc == 0:
+            return OldTls(True, "handshake completed")
+        if re.search(r"no (protocols|ciphers) available", out, re.I):
+            pytest.skip("the host's openssl cannot offer TLS 1.1")
+        return OldTls(False, out.strip().splitlines()[-1] if out.strip() else f"exit {rc}")
+
+    def _curl(self, options: str, url: str, stdin: bytes | None = None) -> Reply:
+        command = f"curl -sS -i --noproxy '*' --max-time {TIMEOUT} {options} {q(url)}"
+        if stdin is not None:
+            command = f"printf %s {q(stdin.decode())} | {command}"
+        out = check(self.host, command)
+        head, _, body = out.partition("\r\n\r\n")
+        status_line, *header_lines = head.split("\r\n")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return Reply(int(status_line.split()[1]), headers, body)
+
+    def https(self, method: str, path: str, body: bytes | None = None) -> Reply:
+        options = f"--resolve {q(f'{self.name}:{self.port}:127.0.0.1')} -X {method}"
+        if body is not None:
+            options += " -H 'Content-Type: application/json' --data-binary @-"
+        return self._curl(options, f"https://{self.name}{port_suffix(self.port)}{path}", body)
+
+    def http(self, path: str) -> Reply:
+        return self._curl(
+            f"--resolve {q(f'{self.name}:80:127.0.0.1')}", f"http://{self.name}{path}"
+        )
+
+
+@pytest.fixture
+def front(
+    eas_settings: Settings, eas: EasSettings, inventory_host: InventoryHost, host: Host
+) -> PushFront:
+    """The push front, from this control node when the inventory has acme_ca_bundle (that
+    file is here), else from the host itself with its system trust store."""
+    bundle = eas_settings.acme.ca_bundle
+    if bundle:
+        address = str(inventory_host.data.get("ssh_hostname") or inventory_host.name)
+        return ControlNodeFront(address, eas, bundle)
+    return OnHostFront(host, eas)
+
+
+# --- push_proxies: the service ------------------------------------------------------------
+
+
+@push_proxies
+def test_push_proxy_is_running_and_starts_at_boot(host: Host, eas: EasSettings) -> None:
+    service = host.service(SERVICE)
+    assert service.is_running, f"{SERVICE} is not active: pushes are not delivered"
+    assert service.is_enabled, f"{SERVICE} is not enabled: it would not start after a reboot"
+
+
+@push_proxies
+def test_push_proxy_runs_as_its_own_user_not_root(host: Host, eas: EasSettings) -> None:
+    configured = check(host, f"systemctl show -p User --value {SERVICE}").strip()
+    assert configured == USER, f"{SERVICE} is configured to run as {configured or 'root'!r}"
+    pid = check(host, f"systemctl show -p MainPID --value {SERVICE}").strip()
+    assert pid not in ("", "0"), f"{SERVICE} has no running process"
+    uid = check(host, f"ps -o euid= -p {pid}").strip()
+    expected = check(host, f"id -u {USER}").strip()
+    assert uid != "0", f"{SERVICE} (pid {pid}) runs as root"
+    assert uid == expected, f"{SERVICE} (pid {pid}) runs as uid {uid}, not {USER} ({expected})"
+
+
+@push_proxies
+def test_push_proxy_comes_back_after_a_crash(host: Host, eas: EasSettings) -> None:
+    restart = check(host, f"systemctl show -p Restart --value {SERVICE}").strip()
+    assert restart == "on-failure", f"{SERVICE} has Restart={restart}, expected on-failure"
+
+
+@push_proxies
+def test_push_proxy_is_sandboxed(host: Host, eas: EasSettings) -> None:
+    out = check(host, f"systemd-analyze security --no-pager {SERVICE}.service")
+    last = re.sub(r"\x1b\[[0-9;]*m", "", out).strip().splitlines()[-1:] or [""]
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", last[0])
+    assert match, f"no overall exposure level in systemd-analyze's output:\n{out[-500:]}"
+    exposure = float(match.group(1))
+    assert exposure < MAX_EXPOSURE, (
+        f"{SERVICE} exposure is {exposure} (must be < {MAX_EXPOSURE}): {last[0].strip()}"
+    )
+
+
+# --- push_proxies: what listens where -----------------------------------------------------
+
+
+@push_proxies
+def test_push_proxy_is_reachable_only_through_nginx(host: Host, eas: EasSettings) -> None:
+    port = eas.listen_port
+    bound = sorted({address for address, p in listening(host) if p == port})
+    assert bound, f"nothing listens on port {port}: the push proxy is down or elsewhere"
+    assert bound == ["127.0.0.1"], (
+        f"port {port} (push proxy, plain HTTP) is bound on {', '.join(bound)}: "
+        "it must be on 127.0.0.1 only, behind NGINX's TLS"
+    )
+
+
+@push_proxies
+def test_nginx_listens_on_http_and_https(host: Host, eas: EasSettings) -> None:
+    assert host.service("nginx").is_running, "nginx is not active"
+    sockets = listening(host)
+    for port in (80, eas.https_port):
+        public = [a for a, p in sockets if p == port and a not in LOOPBACK]
+        assert public, f"nothing listens on port {port} on a non-loopback address"
+
+
+# --- push_proxies: release, config, credentials -------------------------------------------
+
+
+@push_proxies
+def test_the_configured_release_is_the_current_one(host: Host, eas: EasSettings) -> None:
+    version, release = eas.artifact.version, f"{ROOT}/releases/{eas.artifact.version}"
+    current = host.file(f"{ROOT}/current")
+    assert current.is_symlink, f"{ROOT}/current is not a symlink"
+    assert host.file(release).is_directory, f"{release} is missing"
+    assert current.linked_to == host.file(release).linked_to, (
+        f"{ROOT}/current -> {current.linked_to}, not releases/{version}"
+    )
+    marker = host.file(f"{release}/.mmpush-sha256")
+    assert marker.exists, f"{release}/.mmpush-sha256 is missing: not installed by mmpush"
+    installed = marker.content_string.strip()
+    assert installed == eas.artifact.sha256, (
+        f"release {version} was unpacked from an archive with sha256 {installed}, "
+        f"not the pinned {eas.artifact.sha256}"
+    )
+    binary = host.file(f"{release}/{BINARY}")
+    assert binary.is_file and binary.mode & 0o111, f"{release}/{BINARY} is not an executable"
+
+
+@push_proxies
+def test_push_proxy_reports_the_configured_version(host: Host, eas: EasSettings) -> None:
+    url = f"http://127.0.0.1:{eas.listen_port}/version"
+    out = check(host, f"curl -sSf --noproxy '*' --max-time {TIMEOUT} {url}")
+    try:
+        version = json.loads(out).get("version")
+    except (json.JSONDecodeError, AttributeError):
+        pytest.fail(f"/version on 127.0.0.1:{eas.listen_port} is not JSON: {out[:200]!r}")
+    assert version == eas.artifact.version, (
+        f"the running push proxy is {version!r}, expected {eas.artifact.version!r} "
+        "(not restarted after an upgrade?)"
+    )
+
+
+def _proxy_config(host: Host) -> dict[str, Any]:
+    text = check(host, f"cat {CONFIG_FILE}")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        pytest.fail(f"{CONFIG_FILE} is not valid JSON: {error}")
+    assert isinstance(config, dict), f"{CONFIG_FILE} is not a JSON object"
+    return config
+
+
+@push_proxies
+def test_push_proxy_config_is_private_and_on_loopback(host: Host, eas: EasSettings) -> None:
+    config_file = host.file(CONFIG_FILE)
+    assert config_file.exists, f"{CONFIG_FILE} is missing"
+    assert (oct(config_file.mode), config_file.user) == (oct(0o600), USER), (
+        f"{CONFIG_FILE} is {oct(config_file.mode)} owned by {config_file.user}: "
+        f"it must be 0o600 owned by {USER} (it can hold a certificate password)"
+    )
+    listen = _proxy_config(host).get("ListenAddress")
+    assert listen == f"127.0.0.1:{eas.listen_port}", (
+        f"ListenAddress is {listen!r}, expected 127.0.0.1:{eas.listen_port}"
+    )
+
+
+@push_proxies
+def test_push_proxy_knows_every_configured_app(host: Host, eas: EasSettings) -> None:
+    config = _proxy_config(host)
+    apple = {entry.get("Type") for entry in config.get("ApplePushSettings") or []}
+    android = {entry.get("Type") for entry in config.get("AndroidPushSettings") or []}
+    missing = [f"apple {e.type}" for e in eas.apple if e.type not in apple]
+    missing += [f"android {e.type}" for e in eas.android if e.type not in android]
+    assert not missing, (
+        f"{CONFIG_FILE} lacks {', '.join(missing)}: pushes to those apps would fail "
+        f"(has apple {sorted(map(str, apple))}, android {sorted(map(str, android))})"
+    )
+
+
+@push_proxies
+def test_credentials_are_readable_only_by_the_push_proxy(host: Host, eas: EasSettings) -> None:
+    out = check(host, f"find {CREDENTIALS_DIR} -printf '%m %u %y %p\\n'")
+    wrong = []
+    for line in out.splitlines():
+        mode, user, kind, path = line.split(" ", 3)
+        expected = ("700", "d") if path == CREDENTIALS_DIR else ("600", "f")
+        if (mode, kind) != expected or user != USER:
+            wrong.append(f"{path} ({kind}, {mode}, {user})")
+    assert not wrong, (
+        f"credentials must be {USER}'s only (directory 700, files 600): {'; '.join(wrong)}"
+    )
+
+
+@push_proxies
+def test_credentials_on_the_host_are_the_configured_ones(host: Host, eas: EasSettings) -> None:
+    problems = []
+    for credential in credentials(eas):
+        result = host.run(f"sha256sum {q(credential.path)}")
+        if result.rc != 0:
+            problems.append(f"{credential.path} is missing")
+        elif result.stdout.split()[0] != credential.secret.sha256:
+            problems.append(f"{credential.path} differs from {credential.secret.source}")
+    assert not problems, "; ".join(problems)
+
+
+# --- push_proxies: NGINX ------------------------------------------------------------------
+
+
+@push_proxies
+def test_nginx_config_is_valid(host: Host, eas: EasSettings) -> None:
+    result = host.run("nginx -t 2>&1")
+    assert result.rc == 0, f"nginx -t fails (the next reload would too):\n{result.stdout}"
+
+
+@push_proxies
+def test_nginx_never_enables_tls_1_0_or_1_1(host: Host, eas: EasSettings) -> None:
+    directives = active_directives(host, "ssl_protocols")
+    assert directives, (
+        "no ssl_protocols under /etc/nginx: NGINX's default (before 1.23.4) enables TLS 1.0/1.1"
+    )
+    weak = {"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"}
+    bad = [d for d in directives if weak & set(d.rsplit(": ", 1)[-1].split())]
+    assert not bad, f"ssl_protocols enabling TLS 1.0/1.1 (or SSL): {'; '.join(bad)}"
+
+
+@push_proxies
+def test_nginx_hides_its_version(host: Host, front: PushFront) -> None:
+    directives = active_directives(host, "server_tokens")
+    assert any(d.endswith(": off") for d in directives), (
+        f"no `server_tokens off` under /etc/nginx (found: {directives or 'none'})"
+    )
+    assert not [d for d in directives if not d.endswith(": off")], (
+        f"server_tokens turned back on: {directives}"
+    )
+    server = front.http("/").headers.get("server", "")
+    assert "/" not in server, f"NGINX tells everyone its version: Server: {server}"
+
+
+@push_proxies
+def test_debian_default_site_is_gone(host: Host, eas: EasSettings) -> None:
+    result = host.run(f"test -e {DEFAULT_SITE} || test -L {DEFAULT_SITE}")
+    assert result.rc != 0, f"{DEFAULT_SITE} exists: Debian's welcome page is served"
+
+
+# --- push_proxies: the push URL as its clients see it -------------------------------------
+
+
+@push_proxies
+def test_clients_trust_the_push_certificate(front: PushFront, eas: EasSettings) -> None:
+    handshake = front.handshake()
+    names = san_dns_names(handshake.certificate)
+    assert any(name_matches(n, eas.push_name) for n in names), (
+        f"the certificate {front.where} is for {names or 'no DNS name'}, not {eas.push_name}"
+    )
+
+
+@push_proxies
+def test_push_certificate_is_not_about_to_expire(front: PushFront, eas: EasSettings) -> None:
+    expires = front.handshake().certificate.not_valid_after_utc
+    left = expires - dt.datetime.now(dt.UTC)
+    assert left > dt.timedelta(days=MIN_DAYS_LEFT), (
+        f"the certificate for {eas.push_name} expires {expires:%Y-%m-%d %H:%M} UTC "
+        f"({left.days} days left): renewal is not happening"
+    )
+
+
+@push_proxies
+def test_push_url_speaks_tls_1_2_or_1_3(front: PushFront) -> None:
+    protocol = front.handshake().protocol
+    assert protocol in ("TLSv1.2", "TLSv1.3"), f"negotiated {protocol} {front.where}"
+
+
+@push_proxies
+def test_push_url_refuses_tls_1_1(front: PushFront) -> None:
+    outcome = front.offer_tls11()
+    assert not outcome.accepted, f"a TLS 1.1 client was accepted {front.where}: {outcome.detail}"
+
+
+@push_proxies
+def test_push_url_sends_hsts(front: PushFront) -> None:
+    reply = front.https("GET", "/version")
+    assert reply.status == 200, f"GET /version {front.where}: HTTP {reply.status} {reply.body!r}"
+    hsts = reply.headers.get("strict-transport-security", "")
+    max_age = re.search(r"max-age=\"?(\d+)", hsts)
+    assert max_age and int(max_age.group(1)) > 0, (
+        f"no HSTS (Strict-Transport-Security with a max-age) {front.where}: {hsts!r}"
+    )
+
+
+@push_proxies
+def test_plain_http_redirects_to_https(front: PushFront, eas: EasSettings) -> None:
+    path = "/verify-suite?check=redirect"
+    reply = front.http(path)
+    expected = f"https://{eas.push_name}{port_suffix(eas.https_port)}{path}"
+    assert reply.status in (301, 308), f"GET http://{eas.push_name}{path}: HTTP {reply.status}"
+    assert reply.headers.get("location") == expected, (
+        f"http://{eas.push_name}{path} redirects to {reply.headers.get('location')!r}, "
+        f"expected {expected}"
+    )
+
+
+@push_proxies
+def test_acme_challenges_are_served_on_port_80(front: PushFront, eas: EasSettings) -> None:
+    path = f"/.well-known/acme-challenge/verify-suite-{secrets.token_hex(8)}"
+    reply = front.http(path)
+    assert reply.status == 404, (
+        f"GET http://{eas.push_name}{path}: HTTP {reply.status} "
+        f"(location {reply.headers.get('location')!r}); expected 404 from the ACME webroot: "
+        "a redirect or an error breaks certificate renewal"
+    )
+
+
+@push_proxies
+def test_a_push_through_the_push_url_is_accepted(front: PushFront, eas: EasSettings) -> None:
+    apps = [entry.type for entry in eas.apple] + [entry.type for entry in eas.android]
+    if not apps:
+        pytest.skip("no app is configured (push_proxy_apple / push_proxy_android are empty)")
+    push = {
+        "platform": apps[0],
+        "server_id": "verify-suite",
+        "device_id": f"verify-suite-{secrets.token_hex(8)}",
+        "type": "message",
+        "version": "v2",
+        "message": "mmpush verify suite (fake device, never delivered)",
+    }
+    reply = front.https("POST", "/api/v1/send_push", json.dumps(push).encode())
+    try:
+        status = json.loads(reply.body).get("status")
+    except (json.JSONDecodeError, AttributeError):
+        status = None
+    assert reply.status == 200 and status in ACCEPTED_PUSH, (
+        f"a {apps[0]} push {front.where} was answered HTTP {reply.status} {reply.body.strip()!r}"
+    )
+
+
+# --- mattermost ---------------------------------------------------------------------------
+
+
+@mattermost
+def test_mattermost_is_running(host: Host, eas_settings: Settings) -> None:
+    service = eas_settings.mattermost.service
+    assert host.service(service).is_running, f"{service} is not active"
+
+
+@mattermost
+def test_mattermost_config_points_at_the_push_proxy(host: Host, eas_settings: Settings) -> None:
+    path = eas_settings.mattermost.config_path
+    try:
+        config = json.loads(check(host, f"cat {q(path)}"))
+    except json.JSONDecodeError as error:
+        pytest.fail(f"{path} is not valid JSON: {error}")
+    wrong = []
+    for keys, expected in push_values(eas_settings).items():
+        actual: Any = config
+        for key in keys:
+            actual = actual.get(key, "<missing>") if isinstance(actual, dict) else "<missing>"
+        if type(actual) is not type(expected) or actual != expected:
+            wrong.append(f"{'.'.join(keys)} = {actual!r}, expected {expected!r}")
+    assert not wrong, f"{path}: {'; '.join(wrong)}"
+
+
+@mattermost
+def test_no_environment_variable_overrides_the_push_settings(
+    host: Host, eas_settings: Settings
+) -> None:
+    unit = eas_settings.mattermost.service
+    fact = MattermostEnvironment()
+    present = set(fact.process(check(host, fact.command(unit)).splitlines()))
+    names = [env_name(keys) for keys in push_values(eas_settings)]
+    overridden = [name for name in names if name in present]
+    assert not overridden, (
+        f"{unit}'s environment sets {', '.join(overridden)}: it wins over config.json"
+    )
+
+
+@mattermost
+def test_mattermost_reaches_the_push_proxy_over_trusted_tls(
+    host: Host, eas_settings: Settings
+) -> None:
+    url = f"{eas_settings.push_server_url}/version"
+    result = host.run(f"curl -sSf --max-time {TIMEOUT} -o /dev/null {q(url)}")
+    assert result.rc == 0, (
+        f"this Mattermost server cannot reach {url} over TLS it trusts "
+        f"(curl exit {result.rc}): {result.stderr.strip()}"
+    )
