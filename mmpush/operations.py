@@ -161,31 +161,36 @@ def nginx_files(files: Mapping[str, str | None], skip_if_exists: str | None = No
     if not changed:
         host.noop("NGINX configuration is up to date")
         return
-    for path, content in changed.items():
+    yield f"rm -rf {NGINX_STAGING} && mkdir -p {NGINX_STAGING} && chmod 700 {NGINX_STAGING}"
+    for index, (path, content) in enumerate(changed.items()):
         logger.info(f"    [{host.name}] {'remove' if content is None else 'write'} {path}")
         if content is not None:
-            temp = _temp_path(path)
-            yield FileUploadCommand(BytesIO(content.encode()), temp, remote_temp_filename=temp)
+            staged = f"{NGINX_STAGING}/new-{index}"
+            yield FileUploadCommand(BytesIO(content.encode()), staged, remote_temp_filename=staged)
     yield StringCommand(nginx_transaction_script(changed))
 
 
+#: Where nginx_files stages new files and keeps the old ones during a transaction: outside
+#: every directory NGINX includes (a backup in sites-enabled/ would be loaded as a site).
+NGINX_STAGING = "/var/lib/mmpush/nginx-transaction"
+
+
 def nginx_transaction_script(changed: Mapping[str, str | None]) -> str:
-    """The shell transaction behind :func:`nginx_files` (new files already uploaded next to
-    their destination as ``.<name>.mmpush-new``)."""
-    save, apply, rollback, cleanup = [], [], [], []
-    for path, content in changed.items():
-        old = q(path + ".mmpush-old")
+    """The shell transaction behind :func:`nginx_files`: new files are already staged as
+    ``NGINX_STAGING/new-<i>``; old ones are saved as ``old-<i>`` until nginx -t passes."""
+    save, apply, rollback = [], [], []
+    for index, (path, content) in enumerate(changed.items()):
+        old = f"{NGINX_STAGING}/old-{index}"
         save.append(f"if [ -e {q(path)} ] || [ -L {q(path)} ]; then cp -a {q(path)} {old}; fi")
         if content is None:
             apply.append(f"rm -f {q(path)}")
         else:
             apply.append(f"mkdir -p {q(str(PurePosixPath(path).parent))}")
-            apply.append(f"mv -f {q(_temp_path(path))} {q(path)}")
+            apply.append(f"cp {NGINX_STAGING}/new-{index} {q(path)}")
         rollback.append(
-            f"if [ -e {old} ] || [ -L {old} ]; then mv -fT {old} {q(path)}; "
-            f"else rm -f {q(path)}; fi; rm -f {q(_temp_path(path))}"
+            f"if [ -e {old} ] || [ -L {old} ]; then rm -f {q(path)}; mv -fT {old} {q(path)}; "
+            f"else rm -f {q(path)}; fi"
         )
-        cleanup.append(f"rm -f {old}")
     return "\n".join(
         [
             "set -u",
@@ -193,11 +198,12 @@ def nginx_transaction_script(changed: Mapping[str, str | None]) -> str:
             *apply,
             "if ! nginx -t -q; then",
             *(f"  {line}" for line in rollback),
+            f"  rm -rf {NGINX_STAGING}",
             "  echo 'nginx -t failed: the new configuration was rolled back and NGINX was not"
             " reloaded; it still serves the previous configuration' >&2",
             "  exit 1",
             "fi",
-            *cleanup,
+            f"rm -rf {NGINX_STAGING}",
             "if systemctl is-active --quiet nginx; then systemctl reload nginx;"
             " else systemctl start nginx; fi",
         ]
