@@ -49,9 +49,16 @@ def ip_of(state: dict[str, Any], name: str) -> str:
     return next(h["ip"] for h in state["hosts"] if h["name"] == name)
 
 
-def deliveries(on: SshRunner, post_id: str) -> list[dict[str, Any]]:
+def deliveries(on: SshRunner, post_id: str, device: str) -> list[dict[str, Any]]:
+    """What the push proxy delivered for one post to one device (Account A may have other
+    phones registered by earlier tests; each gets its own push)."""
+    token = device.split(":", 1)[1]
     journal = on("push1", "journalctl -u mattermost-push-proxy -o cat --no-pager").stdout
-    return [r for r in harness.parse_delivery_records(journal) if r.get("post_id") == post_id]
+    return [
+        record
+        for record in harness.parse_delivery_records(journal)
+        if record.get("post_id") == post_id and record.get("device_id") == token
+    ]
 
 
 def dm(state: dict[str, Any], text: str, device: str) -> dict[str, Any]:
@@ -108,8 +115,9 @@ def test_dry_run_after_one_setting_change_reports_exactly_that_change(
 def test_a_dm_push_arrives_through_nginx_with_generic_contents_by_default(
     eas: dict[str, Any], on: SshRunner
 ) -> None:
-    post = dm(eas["state"], "Lunch at noon?", "apple_rn-v2:eas-generic-0001")
-    [push] = deliveries(on, post["id"])
+    device = "apple_rn-v2:eas-generic-0001"
+    post = dm(eas["state"], "Lunch at noon?", device)
+    [push] = deliveries(on, post["id"], device)
     assert push["device_id"] == "eas-generic-0001"
     assert push["apns_topic"] == "com.mattermost.rnbeta"
     assert "Lunch at noon?" not in json.dumps(push), "generic contents carry no message text"
@@ -121,14 +129,16 @@ def test_full_contents_only_when_the_setting_says_so(eas: dict[str, Any], on: Ss
     try:
         result = deploy("deploys/eas.py", "push_contents=full")
         assert result.returncode == 0, result.stderr[-2000:]
-        post = dm(eas["state"], "Lunch at noon?", "android_rn-v2:eas-full-0001")
-        [push] = deliveries(on, post["id"])
+        device = "android_rn-v2:eas-full-0001"
+        post = dm(eas["state"], "Lunch at noon?", device)
+        [push] = deliveries(on, post["id"], device)
         assert "Lunch at noon?" in push["message"]
         assert push["delivered_via"] == "fcm"
     finally:
         assert deploy("deploys/eas.py").returncode == 0
-    post = dm(eas["state"], "Back to generic", "apple_rn-v2:eas-generic-0002")
-    [push] = deliveries(on, post["id"])
+    device = "apple_rn-v2:eas-generic-0002"
+    post = dm(eas["state"], "Back to generic", device)
+    [push] = deliveries(on, post["id"], device)
     assert "Back to generic" not in json.dumps(push)
 
 
@@ -245,8 +255,9 @@ def test_upgrade_to_another_release_and_roll_back(
     )
     releases = on("push1", "ls /opt/mattermost-push-proxy/releases").stdout.split()
     assert releases == ["6.5.0", "6.6.0"]
-    post = dm(eas["state"], "after rollback", "apple_rn-v2:eas-rollback-01")
-    assert deliveries(on, post["id"])
+    device = "apple_rn-v2:eas-rollback-01"
+    post = dm(eas["state"], "after rollback", device)
+    assert deliveries(on, post["id"], device)
 
 
 def test_credentials_never_appear_in_output_and_land_0600(

@@ -77,7 +77,11 @@ def test_mattermost_pushes_a_dm_to_the_hosted_service_standin_over_verified_tls(
         json.loads(line) for line in on("upstream1", f"cat {HPNS_RECORDS}").stdout.splitlines()
     ]
     push = [
-        r for r in records if isinstance(r["body"], dict) and r["body"].get("post_id") == post["id"]
+        r
+        for r in records
+        if isinstance(r["body"], dict)
+        and r["body"].get("post_id") == post["id"]
+        and r["body"].get("device_id") == "labdevice0001"
     ]
     assert len(push) == 1, records[-3:]
     assert push[0]["path"] == "/api/v1/send_push"
@@ -112,7 +116,7 @@ def test_push_proxy_release_tarball_runs_on_a_lab_host(on: SshRunner, tmp_path: 
     tarball = build_release_tarball(tmp_path, version="6.5.0")
     service_account = harness.make_fcm_service_account(tmp_path / "fcm.json")
     config = {
-        "ListenAddress": "127.0.0.1:8066",
+        "ListenAddress": "127.0.0.1:18066",
         "AndroidPushSettings": [{"Type": "android_rn", "ServiceFileLocation": "/root/pp/fcm.json"}],
         "ApplePushSettings": [],
     }
@@ -130,26 +134,30 @@ def test_push_proxy_release_tarball_runs_on_a_lab_host(on: SshRunner, tmp_path: 
     try:
         on(
             "push1",
-            "for i in $(seq 50); do curl -sf localhost:8066/version && break; sleep 0.1; done",
+            "for i in $(seq 50); do curl -sf localhost:18066/version && break; sleep 0.1; done",
         )
-        version = json.loads(on("push1", "curl -sf localhost:8066/version").stdout)
+        version = json.loads(on("push1", "curl -sf localhost:18066/version").stdout)
         assert version["version"] == "6.5.0"
         ok = on(
             "push1",
             'curl -s -H \'X-Forwarded-For: 10.0.0.9\' -d \'{"server_id":"s","device_id":"d",'
             '"platform":"android_rn-v2","type":"message","message":"hi"}\' '
-            "localhost:8066/api/v1/send_push",
+            "localhost:18066/api/v1/send_push",
         ).stdout
         assert json.loads(ok) == {"status": "OK"}
         fail = on(
             "push1",
             'curl -s -d \'{"server_id":"s","platform":"android_rn"}\' '
-            "localhost:8066/api/v1/send_push",
+            "localhost:18066/api/v1/send_push",
         ).stdout
         assert json.loads(fail)["status"] == "FAIL"
         journal = on("push1", "journalctl -u mmpush-test-proxy --no-pager -o cat").stdout
         records = harness.parse_delivery_records(journal)
         assert [r["x_forwarded_for"] for r in records] == ["10.0.0.9"]
     finally:
-        on("push1", "systemctl stop mmpush-test-proxy", check=False)
+        on(
+            "push1",
+            "systemctl stop mmpush-test-proxy; systemctl reset-failed mmpush-test-proxy",
+            check=False,
+        )
         on("push1", "rm -rf /root/pp", check=False)
