@@ -219,4 +219,6 @@ def managed_domains(settings: Settings) -> list[str]:
     domains = []
     if settings.eas is not None:
         domains.append(settings.eas.push_name)
+    if settings.outbound is not None:
+        domains.append(settings.outbound.name)
     return domains

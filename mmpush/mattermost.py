@@ -23,16 +23,17 @@ from mmpush.settings import Settings
 
 
 def push_values(settings: Settings) -> dict[tuple[str, ...], Any]:
-    """The config.json keys and values for the host's push mode.
+    """The config.json keys and values for the host's push mode (``off``: push disabled and
+    no push server, so nothing of an earlier mode is left behind).
 
     push_values(eas_settings)[("EmailSettings", "PushNotificationServer")]
     # "https://push.example.com"
     """
     values: dict[tuple[str, ...], Any] = {
         ("EmailSettings", "SendPushNotifications"): settings.push_mode != "off",
+        ("EmailSettings", "PushNotificationServer"): settings.push_server_url or "",
     }
     if settings.push_server_url is not None:
-        values[("EmailSettings", "PushNotificationServer")] = settings.push_server_url
         values[("EmailSettings", "PushNotificationContents")] = settings.mattermost.contents
     if settings.mattermost.log_level:
         values[("LogSettings", "FileLevel")] = settings.mattermost.log_level

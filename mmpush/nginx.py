@@ -9,6 +9,9 @@ config that fails is rolled back, so NGINX keeps serving what it served before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
@@ -65,23 +68,33 @@ def install_nginx() -> None:
     )
 
 
-@deploy("Push proxy TLS front")
-def push_front(settings: Settings) -> None:
-    """Port 80 for ACME first, then the certificate, then TLS on the push name's port."""
-    eas = settings.eas
-    assert eas is not None
-    _, fullchain = tls_paths(eas.push_name)
+def tls_site(domain: str, conf_path: str, render_conf: Callable[[bool], str], acme: Any) -> None:
+    """A TLS site of ours on NGINX: its port-80 part first (ACME HTTP-01) until a certificate
+    exists, then the certificate, then the whole site (each step nginx -t gated).
+
+        tls_site("push.example.com", "/etc/nginx/conf.d/x.conf", lambda tls: ..., settings.acme)
+    """
+    _, fullchain = tls_paths(domain)
     nginx_files(
-        name=f"Port 80 for {eas.push_name} (until it has a certificate)",
-        files={PUSH_FRONT_CONF: push_front_conf(settings, tls=False)},
+        name=f"Port 80 for {domain} (until it has a certificate)",
+        files={conf_path: render_conf(False)},
         skip_if_exists=fullchain,
     )
-    certificate(
-        name=f"Certificate for {eas.push_name}",
-        domain=eas.push_name,
-        acme_config=settings.acme,
-    )
+    certificate(name=f"Certificate for {domain}", domain=domain, acme_config=acme)
     nginx_files(
-        name=f"TLS front for {eas.push_name} on port {eas.https_port} (nginx -t, then reload)",
-        files={PUSH_FRONT_CONF: push_front_conf(settings, tls=True)},
+        name=f"TLS site for {domain} (nginx -t, then reload)",
+        files={conf_path: render_conf(True)},
+    )
+
+
+@deploy("Push proxy TLS front")
+def push_front(settings: Settings) -> None:
+    """The push proxy's TLS front on the push name (port 80 for ACME, then TLS)."""
+    eas = settings.eas
+    assert eas is not None
+    tls_site(
+        eas.push_name,
+        PUSH_FRONT_CONF,
+        lambda tls: push_front_conf(settings, tls),
+        settings.acme,
     )

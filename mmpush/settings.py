@@ -160,6 +160,34 @@ class MattermostSettings:
 
 
 @dataclass(frozen=True)
+class OutboundProxySettings:
+    """The outbound NGINX TLS proxy (group ``outbound_proxies``) mapped to Mattermost's
+    hosted push service, for sites whose servers reach the internet only through it."""
+
+    name: str
+    port: int
+    upstream_url: str
+    allowed_networks: tuple[str, ...]
+    resolvers: tuple[str, ...]
+    ca_bundle: Secret | None
+    keepalive: bool
+
+    @property
+    def url(self) -> str:
+        """What Mattermost servers use: ``https://push.internal.example:8000``."""
+        return f"https://{self.name}:{self.port}"
+
+    @property
+    def upstream_host(self) -> str:
+        return self.upstream_url.removeprefix("https://").split("/")[0].split(":")[0]
+
+    @property
+    def upstream_port(self) -> int:
+        authority = self.upstream_url.removeprefix("https://").split("/")[0]
+        return int(authority.split(":")[1]) if ":" in authority else 443
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a deploy needs for one host."""
 
@@ -172,6 +200,10 @@ class Settings:
     hpns_region: str
     push_name: str | None
     push_https_port: int
+    outbound: OutboundProxySettings | None = None
+    #: The outbound proxy's URL when HPNS goes through it (from the inventory's
+    #: outbound_proxies), else None: HPNS is reached directly.
+    hpns_outbound_url: str | None = None
 
     def in_group(self, group: str) -> bool:
         return group in self.groups
@@ -183,7 +215,7 @@ class Settings:
             port = "" if self.push_https_port == 443 else f":{self.push_https_port}"
             return f"https://{self.push_name}{port}"
         if self.push_mode == "hpns":
-            return HPNS_REGIONS[self.hpns_region]
+            return self.hpns_outbound_url or HPNS_REGIONS[self.hpns_region]
         if self.push_mode == "tpns":
             return TPNS_URL
         return None
@@ -448,7 +480,83 @@ def _mattermost(read: _Reader, push_mode: str) -> MattermostSettings:
     )
 
 
-def settings_from_data(name: str, groups: tuple[str, ...], data: Mapping[str, Any]) -> Settings:
+def _networks(read: _Reader, key: str) -> tuple[str, ...]:
+    values = read.raw(key, [])
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise read.error(key, values, "a list of networks, e.g. ['10.0.0.0/8', '192.0.2.10']")
+    networks = []
+    for value in values:
+        try:
+            networks.append(str(ipaddress.ip_network(str(value), strict=False)))
+        except ValueError as error:
+            raise read.error(key, value, f"an IP network such as 10.0.0.0/8 ({error})") from None
+    return tuple(networks)
+
+
+def _resolvers(read: _Reader, key: str) -> tuple[str, ...]:
+    values = read.raw(key, [])
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise read.error(key, values, "a list of DNS servers, e.g. ['192.0.2.53', '10.0.0.2:53']")
+    resolvers = []
+    for value in values:
+        address, _, port = (
+            str(value).rpartition(":") if str(value).count(":") == 1 else (str(value), "", "")
+        )
+        try:
+            ipaddress.ip_address(address)
+            if port and not 1 <= int(port) <= 65535:
+                raise ValueError(port)
+        except ValueError:
+            raise read.error(key, value, "an IP address, optionally with :port") from None
+        resolvers.append(str(value))
+    return tuple(resolvers)
+
+
+def _outbound(read: _Reader, hpns_region: str) -> OutboundProxySettings:
+    upstream = read.https_url("outbound_proxy_upstream", HPNS_REGIONS[hpns_region])
+    authority = upstream.removeprefix("https://").split("/")[0]
+    host_part, _, port_part = authority.partition(":")
+    if (
+        not is_dns_name(host_part)
+        or (port_part and not port_part.isdigit())
+        or (upstream.rstrip("/") != f"https://{authority}")
+    ):
+        raise read.error(
+            "outbound_proxy_upstream", upstream, "https://<DNS name>[:port] with no path"
+        )
+    bundle = read.raw("outbound_proxy_ca_bundle")
+    return OutboundProxySettings(
+        name=read.dns_name("outbound_proxy_name"),
+        port=read.port("outbound_proxy_port", 8000),
+        upstream_url=upstream.rstrip("/"),
+        allowed_networks=_networks(read, "outbound_proxy_allowed_networks"),
+        resolvers=_resolvers(read, "outbound_proxy_resolvers"),
+        ca_bundle=read.secret("outbound_proxy_ca_bundle", bundle) if bundle else None,
+        keepalive=read.boolean("outbound_proxy_keepalive", False),
+    )
+
+
+def _check_contents_for_mode(read: _Reader, mode: str, contents: MattermostSettings) -> None:
+    if (
+        mode == "tpns"
+        and contents.contents in ("full", "id_loaded")
+        and not (contents.contents_force)
+    ):
+        raise read.error(
+            "push_contents",
+            contents.contents,
+            "generic or generic_no_channel with TPNS: the test service does not encrypt "
+            "notifications, so message text would cross the internet readable "
+            "(set push_contents_force = True to accept that)",
+        )
+
+
+def settings_from_data(
+    name: str,
+    groups: tuple[str, ...],
+    data: Mapping[str, Any],
+    outbound_proxies: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
     """Validate one host's data (pure: no pyinfra state needed, so unit tests call it).
 
     settings_from_data("push1", ("push_proxies",), {"push_mode": "eas", ...})
@@ -457,23 +565,65 @@ def settings_from_data(name: str, groups: tuple[str, ...], data: Mapping[str, An
     push_mode = read.choice("push_mode", PUSH_MODES)
     uses_push_name = push_mode == "eas" and {"mattermost", "push_proxies"} & set(groups)
     eas = _eas(read) if push_mode == "eas" and "push_proxies" in groups else None
+    mattermost = _mattermost(read, push_mode)
+    _check_contents_for_mode(read, push_mode, mattermost)
+    hpns_region = read.choice("hpns_region", tuple(HPNS_REGIONS), "global")
+    outbound = None
+    if push_mode == "hpns" and "outbound_proxies" in groups:
+        outbound = _outbound(read, hpns_region)
     return Settings(
         host=name,
         groups=groups,
         push_mode=push_mode,
-        mattermost=_mattermost(read, push_mode),
+        mattermost=mattermost,
         eas=eas,
         acme=_acme(read),
-        hpns_region=read.choice("hpns_region", tuple(HPNS_REGIONS), "global"),
+        hpns_region=hpns_region,
         push_name=read.dns_name("push_name") if uses_push_name else None,
         push_https_port=read.port("push_https_port", 443),
+        outbound=outbound,
+        hpns_outbound_url=_hpns_outbound_url(read, push_mode, hpns_region, outbound_proxies),
     )
 
 
+def _hpns_outbound_url(
+    read: _Reader,
+    push_mode: str,
+    hpns_region: str,
+    outbound_proxies: Mapping[str, Mapping[str, Any]] | None,
+) -> str | None:
+    """The outbound proxy URL Mattermost servers use for HPNS, from the inventory's
+    outbound_proxies hosts (they must agree), or None for direct HPNS."""
+    use = read.raw("hpns_use_outbound_proxy", None)
+    if use is not None and not isinstance(use, bool):
+        raise read.error("hpns_use_outbound_proxy", use, "true, false, or None (automatic)")
+    if push_mode != "hpns" or not outbound_proxies or use is False:
+        return None
+    urls = {
+        proxy: _outbound(_Reader(proxy, data), hpns_region).url
+        for proxy, data in outbound_proxies.items()
+    }
+    if len(set(urls.values())) > 1:
+        raise read.error(
+            "outbound_proxy_name",
+            urls,
+            "one name and port for every outbound proxy (Mattermost servers use one URL)",
+        )
+    return next(iter(urls.values()))
+
+
 def load_settings(host: Any) -> Settings:
-    """Validate the current pyinfra host's data: ``load_settings(host)`` in a deploy file."""
+    """Validate the current pyinfra host's data: ``load_settings(host)`` in a deploy file.
+
+    Mattermost servers in hpns mode also read the inventory's outbound_proxies hosts: their
+    URL is where the servers send pushes."""
     groups = tuple(getattr(host, "groups", ()) or ())
-    return settings_from_data(host.name, groups, host.data.dict())
+    proxies = {
+        proxy.name: proxy.data.dict()
+        for proxy in host.inventory.get_group("outbound_proxies", [])
+        if "mattermost" in groups
+    }
+    return settings_from_data(host.name, groups, host.data.dict(), proxies)
 
 
 def require_mode(settings: Settings, mode: str) -> None:

@@ -67,6 +67,10 @@ def lab_settings(state: dict[str, Any]) -> dict[str, Any]:
         "push_proxy_android": [
             {"type": "android_rn", "service_account_file": fixtures["fcm_service_account"]}
         ],
+        "outbound_proxy_name": "outbound.lab.test",
+        # the lab DNS (pebble-challtestsrv): tests change its records to move the upstream
+        "outbound_proxy_resolvers": [state["acme"]["dns_server"]],
+        "outbound_proxy_allowed_networks": [state["network"]["subnet"]],
     }
 
 

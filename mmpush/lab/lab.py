@@ -214,8 +214,10 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
 
 def issue_upstream_certificate(paths: LabPaths) -> None:
     """Give the HPNS stand-in on upstream1 a Pebble certificate for Mattermost's hosted
-    push names, through the project's own ACME client, as a lab host would get one."""
-    upstream = next(h for h in LAB_HOSTS if "hpns" in h.emulators)
+    push names, through the project's own ACME client, as a lab host would get one; the
+    other stand-ins (upstream2) get the same certificate."""
+    stand_ins = [h for h in LAB_HOSTS if "hpns" in h.emulators]
+    upstream = stand_ins[0]
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -250,20 +252,21 @@ def issue_upstream_certificate(paths: LabPaths) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     cert_dir = emulators.HPNS_CERT_DIR
-    containers.ssh(
-        paths,
-        upstream,
-        f"umask 077 && cat > {cert_dir}/privkey.pem.new && mv {cert_dir}/privkey.pem.new "
-        f"{cert_dir}/privkey.pem",
-        input=private_pem,
-    )
-    containers.ssh(
-        paths,
-        upstream,
-        f"cat > {cert_dir}/fullchain.pem.new && mv {cert_dir}/fullchain.pem.new "
-        f"{cert_dir}/fullchain.pem && systemctl restart hpns-emulator.service",
-        input=issued.fullchain_pem,
-    )
+    for stand_in in stand_ins:
+        containers.ssh(
+            paths,
+            stand_in,
+            f"umask 077 && cat > {cert_dir}/privkey.pem.new && mv {cert_dir}/privkey.pem.new "
+            f"{cert_dir}/privkey.pem",
+            input=private_pem,
+        )
+        containers.ssh(
+            paths,
+            stand_in,
+            f"cat > {cert_dir}/fullchain.pem.new && mv {cert_dir}/fullchain.pem.new "
+            f"{cert_dir}/fullchain.pem && systemctl restart hpns-emulator.service",
+            input=issued.fullchain_pem,
+        )
 
 
 # --- down ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Generated state (keys, known_hosts, Pebble's files, each host's writable layer) 
 with ``MMPUSH_LAB_DIR`` and ``MMPUSH_LAB_CACHE``. Nothing generated is ever inside the repo.
 
     >>> [h.name for h in LAB_HOSTS]
-    ['mm1', 'push1', 'proxy1', 'upstream1']
+    ['mm1', 'push1', 'proxy1', 'upstream1', 'upstream2']
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ LAB_HOSTS: tuple[LabHost, ...] = (
     LabHost("push1", f"{SUBNET_PREFIX}.12", ("push.lab.test",), ("push_proxies",)),
     LabHost("proxy1", f"{SUBNET_PREFIX}.13", ("outbound.lab.test",), ("outbound_proxies",)),
     LabHost("upstream1", f"{SUBNET_PREFIX}.14", HOSTED_PUSH_NAMES, ("lab_upstreams",), ("hpns",)),
+    # A second stand-in with the same certificate: tests point the hosted names at it in the
+    # lab DNS to see the outbound proxy follow an address change.
+    LabHost(
+        "upstream2", f"{SUBNET_PREFIX}.15", ("upstream2.lab.test",), ("lab_upstreams",), ("hpns",)
+    ),
 )
 
 

@@ -126,7 +126,7 @@ def test_status_json_is_the_documented_object(lab: dict[str, Any]) -> None:
     assert Path(lab["acme"]["ca_bundle"]).read_text().count("BEGIN CERTIFICATE") == 2
     for entry in lab["hosts"]:
         assert {"name", "ip", "fqdns", "groups", "running"} <= set(entry)
-    assert {h["name"] for h in lab["hosts"]} == {"mm1", "push1", "proxy1", "upstream1"}
+    assert {h["name"] for h in lab["hosts"]} == {"mm1", "push1", "proxy1", "upstream1", "upstream2"}
 
 
 def test_status_exits_nonzero_and_says_so_when_down(tmp_path: Path) -> None:

@@ -1,0 +1,26 @@
+"""HPNS: Mattermost's hosted push service (needs an Enterprise licence).
+
+    pyinfra inventories/prod.py deploys/hpns.py
+
+Mattermost servers (group mattermost) get the HPNS URL of `hpns_region`, or, when the
+inventory has outbound_proxies hosts, the outbound proxy's URL; the proxy itself is deployed
+first (same as deploys/outbound_proxy.py).
+"""
+
+from pyinfra import host, logger
+
+from mmpush import mattermost, outbound_proxy
+from mmpush.settings import load_settings, require_mode
+
+settings = load_settings(host)
+require_mode(settings, "hpns")
+
+if settings.in_group("outbound_proxies"):
+    outbound_proxy.install_outbound_proxy(settings)
+
+if settings.in_group("mattermost"):
+    logger.warning(
+        f"    [{host.name}] HPNS only delivers for servers with a Mattermost Enterprise (or "
+        "Professional) licence; without one, pushes are refused by the hosted service"
+    )
+    mattermost.configure_push(settings)

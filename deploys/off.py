@@ -1,0 +1,17 @@
+"""Push notifications off: SendPushNotifications = false, no push server.
+
+    pyinfra inventories/prod.py deploys/off.py
+
+Group mattermost.
+"""
+
+from pyinfra import host
+
+from mmpush import mattermost
+from mmpush.settings import load_settings, require_mode
+
+settings = load_settings(host)
+require_mode(settings, "off")
+
+if settings.in_group("mattermost"):
+    mattermost.configure_push(settings)
