@@ -77,3 +77,23 @@ acme_renew_days = None
 # --- HPNS -------------------------------------------------------------------------------------
 # global | us | eu | ap | legacy (https://push.mattermost.com)
 hpns_region = "global"
+# Send HPNS pushes through the outbound proxy: None = when the inventory has outbound_proxies
+# hosts; False = directly to the region even then.
+hpns_use_outbound_proxy = None
+
+# --- HPNS: outbound proxy (group outbound_proxies) ---------------------------------------------
+# The proxy's DNS name and port, as Mattermost servers will use it: https://<name>:<port>.
+outbound_proxy_name = None  # e.g. "push.internal.example"
+outbound_proxy_port = 8000
+# What it forwards to: https://<name>[:port], no path. None = the hpns_region URL.
+outbound_proxy_upstream = None
+# Client networks allowed to use it (e.g. the Mattermost servers); [] = any.
+outbound_proxy_allowed_networks = []
+# DNS servers NGINX uses to re-resolve the upstream while running; [] = the host's
+# /etc/resolv.conf nameservers.
+outbound_proxy_resolvers = []
+# CA bundle (file on the control node) to verify the upstream; None = the host's trust store.
+outbound_proxy_ca_bundle = None
+# True: pool upstream connections (keepalive) but resolve the upstream only at start/reload.
+# False (default): re-resolve while running, TLS sessions resumed. See docs/outbound-proxy.md.
+outbound_proxy_keepalive = False

@@ -36,3 +36,14 @@ push_proxies = (
         ],
     },
 )
+
+# HPNS through an outbound proxy (push_mode = "hpns"; deploys/hpns.py): uncomment, and the
+# Mattermost servers will use https://push.internal.example:8000.
+# outbound_proxies = (
+#     [("proxy1.example.com", {**_ssh})],
+#     {
+#         "outbound_proxy_name": "push.internal.example",
+#         "outbound_proxy_port": 8000,
+#         "outbound_proxy_allowed_networks": ["10.0.10.0/24"],
+#     },
+# )

@@ -87,3 +87,11 @@ def planned_changes(*data: str, deploy_file: str = "deploys/eas.py") -> dict[str
         if op["hosts_with_conditional_change"]:
             changes[op["name"] + "?"] = op["hosts_with_conditional_change"]
     return changes
+
+
+def verify(*data: str) -> subprocess.CompletedProcess[str]:
+    """``pytest tests/verify --inventory inventories/lab.py [--data k=v ...]``, as ops run it."""
+    args = [str(BIN / "pytest"), "tests/verify", "--inventory", "inventories/lab.py", "-q"]
+    for item in data:
+        args += ["--data", item]
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)

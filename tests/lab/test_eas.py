@@ -19,13 +19,12 @@ from mmpush.mmapi import MattermostClient, send_direct_message
 from tests.emulators import harness
 from tests.emulators.push_proxy.build import build_release_tarball
 from tests.lab.helpers import (
-    BIN,
-    REPO,
     SshRunner,
     deploy,
     grand_total,
     mmpush,
     planned_changes,
+    verify,
 )
 
 pytestmark = pytest.mark.lab
@@ -85,13 +84,7 @@ def test_first_deploy_on_a_fresh_lab_succeeds(eas: dict[str, Any]) -> None:
 
 
 def test_verify_suite_passes_after_the_deploy(eas: dict[str, Any]) -> None:
-    result = subprocess.run(
-        [str(BIN / "pytest"), "tests/verify", "--inventory", "inventories/lab.py", "-q"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = verify()
     assert result.returncode == 0, result.stdout[-4000:]
 
 

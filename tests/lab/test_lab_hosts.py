@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import testinfra
 
-from tests.lab.helpers import BIN, REPO, SshRunner, mmpush, pyinfra
+from tests.lab.helpers import BIN, SshRunner, mmpush, pyinfra, verify
 
 pytestmark = pytest.mark.lab
 
@@ -23,13 +23,7 @@ def test_pyinfra_reaches_every_host(lab: dict[str, Any]) -> None:
 
 
 def test_verify_suite_passes_on_the_lab(lab: dict[str, Any]) -> None:
-    result = subprocess.run(
-        [str(BIN / "pytest"), "tests/verify", "--inventory", "inventories/lab.py", "-q"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = verify()
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout
 

@@ -1,0 +1,1 @@
+"""Settings for the outbound proxy hosts (HPNS through a proxy). Defaults are in all.py."""
