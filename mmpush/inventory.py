@@ -32,14 +32,20 @@ class InventoryHost:
         return group in self.groups
 
 
-def load_inventory(inventory: str | Path, cwd: str | Path = ".") -> list[InventoryHost]:
+def load_inventory(
+    inventory: str | Path, cwd: str | Path = ".", data: list[str] | None = None
+) -> list[InventoryHost]:
     """Load an inventory with pyinfra's own loader (group_data/ included), by running
-    ``pyinfra INVENTORY debug-inventory --json``.
+    ``pyinfra INVENTORY debug-inventory --json``; ``data`` items (``key=value``) override
+    every host's data as ``pyinfra --data key=value`` does in a deploy.
 
         load_inventory("inventories/lab.py", cwd=repo_root)
+        load_inventory("inventories/lab.py", cwd=repo_root, data=["push_mode=hpns"])
     """
     pyinfra = Path(sys.executable).with_name("pyinfra")
     command = [str(pyinfra), str(inventory), "debug-inventory", "--json"]
+    for item in data or []:
+        command += ["--data", item]
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()

@@ -186,7 +186,8 @@ def nginx_transaction_script(changed: Mapping[str, str | None]) -> str:
             apply.append(f"rm -f {q(path)}")
         else:
             apply.append(f"mkdir -p {q(str(PurePosixPath(path).parent))}")
-            apply.append(f"cp {NGINX_STAGING}/new-{index} {q(path)}")
+            # rm first: a symlink must be replaced, never written through to its target
+            apply.append(f"rm -f {q(path)} && cp {NGINX_STAGING}/new-{index} {q(path)}")
         rollback.append(
             f"if [ -e {old} ] || [ -L {old} ]; then rm -f {q(path)}; mv -fT {old} {q(path)}; "
             f"else rm -f {q(path)}; fi"

@@ -263,7 +263,9 @@ class _Reader:
         value = self.raw(key, default)
         if not is_dns_name(value):
             raise self.error(
-                key, value, "a fully qualified DNS name such as push.example.com (no scheme, port)"
+                key,
+                value,
+                "a fully qualified DNS name in lowercase, e.g. push.example.com (no scheme, port)",
             )
         return str(value)
 
@@ -275,13 +277,18 @@ class _Reader:
         allowed: str = "text",
     ) -> str:
         value = self.raw(key, default)
-        if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
             raise self.error(key, value, allowed)
         return value
 
     def https_url(self, key: str, default: str | None = None) -> str:
         value = self.raw(key, default)
-        if not isinstance(value, str) or not value.startswith("https://") or " " in value:
+        if (
+            not isinstance(value, str)
+            or not value.startswith("https://")
+            or len(value) <= len("https://")
+            or any(c.isspace() for c in value)
+        ):
             raise self.error(key, value, "an https:// URL")
         return value
 
@@ -314,10 +321,16 @@ def is_dns_name(value: object) -> bool:
         return False
     except ValueError:
         pass
-    return all(_DNS_LABEL.match(label) for label in value.split("."))
+    return all(_DNS_LABEL.fullmatch(label) for label in value.split("."))
 
 
 # --- sections ------------------------------------------------------------------------------
+
+
+def _unique_type(read: _Reader, key: str, kind: str, seen: list[str]) -> None:
+    """One entry per app type: the proxy keys its clients (and we its credentials) by type."""
+    if kind in seen:
+        raise read.error(f"{key}.type", kind, "one entry per app type (this type is listed twice)")
 
 
 def _apple_entries(read: _Reader) -> tuple[ApplePush, ...]:
@@ -331,6 +344,11 @@ def _apple_entries(read: _Reader) -> tuple[ApplePush, ...]:
             raise read.error(key, entry, "a dict with type, topic and credentials")
         sub = _Reader(read.host, {f"{key}.{k}": v for k, v in entry.items()})
         kind = sub.choice(f"{key}.type", APPLE_TYPES)
+        _unique_type(read, key, kind, [a.type for a in apple])
+        if entry.get("auth_key_file") and entry.get("certificate_file"):
+            raise read.error(
+                key, sorted(entry), "either auth_key_file (token) or certificate_file, not both"
+            )
         topic = sub.text(
             f"{key}.topic",
             pattern=re.compile(r"^[A-Za-z0-9.-]+$"),
@@ -388,9 +406,11 @@ def _android_entries(read: _Reader) -> tuple[AndroidPush, ...]:
         if not isinstance(entry, Mapping):
             raise read.error(key, entry, "a dict with type and service_account_file")
         sub = _Reader(read.host, {f"{key}.{k}": v for k, v in entry.items()})
+        kind = sub.choice(f"{key}.type", ANDROID_TYPES)
+        _unique_type(read, key, kind, [a.type for a in android])
         android.append(
             AndroidPush(
-                sub.choice(f"{key}.type", ANDROID_TYPES),
+                kind,
                 sub.secret(f"{key}.service_account_file", entry.get("service_account_file")),
             )
         )
@@ -444,7 +464,7 @@ def _eas(read: _Reader) -> EasSettings:
 def _acme(read: _Reader) -> AcmeConfig:
     directory = read.https_url("acme_directory_url", LETSENCRYPT_PRODUCTION)
     email = read.raw("acme_email")
-    if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
+    if email is not None and (not isinstance(email, str) or not _EMAIL.fullmatch(email)):
         raise read.error("acme_email", email, "an email address for the ACME account, or None")
     bundle = read.raw("acme_ca_bundle")
     ca_bundle = str(read.local_file("acme_ca_bundle", bundle)) if bundle else None
