@@ -103,7 +103,8 @@ def test_hpns_push_travels_mm1_outbound_proxy_upstream_with_host_and_sni(
     assert push["path"] == "/api/v1/send_push"
     assert push["host"] == HPNS_NAME
     assert push["sni"] == HPNS_NAME
-    assert push["headers"].get("X-Forwarded-For") == ip_of(modes_lab["state"], "mm1")
+    assert push["client"].removeprefix("::ffff:") == ip_of(modes_lab["state"], "proxy1")
+    assert "X-Forwarded-For" not in push["headers"], "internal addresses are not sent upstream"
     assert "via the proxy" not in json.dumps(push["body"])
 
 
@@ -225,8 +226,11 @@ def test_pushes_follow_the_upstream_to_a_new_address_within_60_s(
         while time.monotonic() - moved_at < 75:
             status, body = push_through_proxy(on, f"moving-{len(answers):04d}")
             answers.append((status, body))
-            if any(p["body"]["device_id"].startswith("moving-") for p in records(on, "upstream2")
-                   if isinstance(p["body"], dict)):
+            if any(
+                p["body"]["device_id"].startswith("moving-")
+                for p in records(on, "upstream2")
+                if isinstance(p["body"], dict)
+            ):
                 break
             time.sleep(3)
         followed_after = time.monotonic() - moved_at
@@ -253,7 +257,7 @@ def test_hpns_direct_points_mattermost_at_the_region(
             p for p in pushes_for(on, post["id"]) if p["body"]["device_id"] == "hpns-direct-0001"
         ]
         assert push["host"] == HPNS_NAME and push["sni"] == HPNS_NAME
-        assert "X-Forwarded-For" not in push["headers"], "not through the proxy"
+        assert push["client"].removeprefix("::ffff:") == ip_of(modes_lab["state"], "mm1")
         assert_idempotent("deploys/hpns.py", *DIRECT)
         verified = verify(*DIRECT)
         assert verified.returncode == 0, verified.stdout[-4000:]
@@ -318,8 +322,11 @@ def test_off_sends_no_push(modes_lab: dict[str, Any], on: SshRunner) -> None:
         before = {u: len(records(on, u)) for u in ("upstream1", "upstream2")}
         dm(modes_lab["state"], "silence", "apple_rn-v2:off-0001")
         assert {u: len(records(on, u)) for u in before} == before
-        journal = on("push1", "journalctl -u mattermost-push-proxy -o cat --no-pager 2>/dev/null "
-                     "| grep -c off-0001 || true").stdout.strip()
+        journal = on(
+            "push1",
+            "journalctl -u mattermost-push-proxy -o cat --no-pager 2>/dev/null "
+            "| grep -c off-0001 || true",
+        ).stdout.strip()
         assert journal in ("", "0")
     finally:
         assert deploy("deploys/hpns.py", *HPNS).returncode == 0

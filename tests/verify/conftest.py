@@ -2,9 +2,12 @@
 
     pytest tests/verify --inventory inventories/lab.py
     pytest tests/verify --inventory inventories/prod.py -k push_proxies
+    pytest tests/verify --inventory inventories/lab.py --data push_mode=hpns
 
 Hosts, groups and data come from the pyinfra inventory itself (group_data/ included), and
-hosts are reached over SSH as pyinfra reaches them, host keys checked strictly.
+hosts are reached over SSH as pyinfra reaches them, host keys checked strictly. ``--data
+key=value`` (repeatable) overrides every host's data exactly as ``pyinfra --data`` does: give
+the suite the same overrides the deploy had, or it checks the inventory's defaults.
 Tests ask for a group with ``@pytest.mark.group("push_proxies")`` and get one ``host``
 per inventory host in that group (a group with no hosts is skipped).
 """
@@ -12,9 +15,11 @@ per inventory host in that group (a group with no hosts is skipped).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import testinfra
+from pyinfra_cli.util import parse_cli_arg
 
 from mmpush.inventory import InventoryHost, load_inventory, ssh_config
 from mmpush.settings import Settings, settings_from_data
@@ -28,10 +33,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="pyinfra inventory to verify, e.g. inventories/lab.py or inventories/prod.py",
     )
+    parser.addoption(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a data value for every host, as `pyinfra --data` (repeatable), "
+        "e.g. --data push_mode=hpns",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "group(name): run once per inventory host in group")
+    _data_overrides(config.getoption("--data"))  # a malformed --data stops the run here
+
+
+def _data_overrides(items: list[str]) -> dict[str, Any]:
+    """``--data`` items as pyinfra reads them: ``["push_mode=hpns", "x=[1]"]`` ->
+    ``{"push_mode": "hpns", "x": [1]}`` (true/false, numbers and JSON parsed)."""
+    overrides = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise pytest.UsageError(f"--data {item!r}: expected KEY=VALUE, e.g. push_mode=hpns")
+        overrides[key] = parse_cli_arg(value)
+    return overrides
 
 
 def _inventory(config: pytest.Config) -> list[InventoryHost]:
@@ -40,7 +66,14 @@ def _inventory(config: pytest.Config) -> list[InventoryHost]:
         inventory = config.getoption("--inventory")
         if not inventory:
             raise pytest.UsageError("tests/verify needs --inventory (e.g. inventories/lab.py)")
-        cached = load_inventory(Path(inventory).resolve(), cwd=REPO)
+        items: list[str] = config.getoption("--data")
+        overrides = _data_overrides(items)
+        # pyinfra applies the overrides while loading (inventory code sees them as in a
+        # deploy); merging the parsed values again makes them exactly what a deploy reads.
+        cached = [
+            InventoryHost(host.name, host.groups, {**host.data, **overrides})
+            for host in load_inventory(Path(inventory).resolve(), cwd=REPO, data=items)
+        ]
         config._mmpush_inventory = cached  # type: ignore[attr-defined]
     return cached
 
@@ -84,7 +117,18 @@ def host(inventory_host: InventoryHost, ssh_config_file: Path) -> testinfra.host
 
 
 @pytest.fixture
-def settings(inventory_host: InventoryHost) -> Settings:
+def settings(inventory_host: InventoryHost, inventory: list[InventoryHost]) -> Settings:
     """What ``inventory_host`` should look like: its data validated as a deploy would
-    (``mmpush.settings``; credential files are read on this control node)."""
-    return settings_from_data(inventory_host.name, inventory_host.groups, inventory_host.data)
+    (``mmpush.settings``; credential files are read on this control node).
+
+    Mattermost hosts also get the inventory's outbound_proxies hosts' data, as
+    ``load_settings`` gives them in a deploy: in hpns mode their push server is the outbound
+    proxy's URL (unless ``hpns_use_outbound_proxy`` is False)."""
+    proxies = {
+        proxy.name: proxy.data
+        for proxy in inventory
+        if proxy.in_group("outbound_proxies") and inventory_host.in_group("mattermost")
+    }
+    return settings_from_data(
+        inventory_host.name, inventory_host.groups, inventory_host.data, proxies
+    )
