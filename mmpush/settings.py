@@ -519,9 +519,9 @@ def _resolvers(read: _Reader, key: str) -> tuple[str, ...]:
         raise read.error(key, values, "a list of DNS servers, e.g. ['192.0.2.53', '10.0.0.2:53']")
     resolvers = []
     for value in values:
-        address, _, port = (
-            str(value).rpartition(":") if str(value).count(":") == 1 else (str(value), "", "")
-        )
+        text = str(value)
+        # "192.0.2.53:5353" has one colon; an IPv6 address has several and no port here
+        address, port = text.rsplit(":", 1) if text.count(":") == 1 else (text, "")
         try:
             ipaddress.ip_address(address)
             if port and not 1 <= int(port) <= 65535:

@@ -34,9 +34,7 @@ import pytest
 import testinfra
 from cryptography import x509
 
-from mmpush.facts import MattermostEnvironment
 from mmpush.inventory import InventoryHost
-from mmpush.mattermost import env_name, push_values
 from mmpush.nginx import DEFAULT_SITE
 from mmpush.push_proxy import (
     BINARY,
@@ -651,53 +649,4 @@ def test_a_push_through_the_push_url_is_accepted(front: PushFront, eas: EasSetti
     )
 
 
-# --- mattermost ---------------------------------------------------------------------------
-
-
-@mattermost
-def test_mattermost_is_running(host: Host, eas_settings: Settings) -> None:
-    service = eas_settings.mattermost.service
-    assert host.service(service).is_running, f"{service} is not active"
-
-
-@mattermost
-def test_mattermost_config_points_at_the_push_proxy(host: Host, eas_settings: Settings) -> None:
-    path = eas_settings.mattermost.config_path
-    try:
-        config = json.loads(check(host, f"cat {q(path)}"))
-    except json.JSONDecodeError as error:
-        pytest.fail(f"{path} is not valid JSON: {error}")
-    wrong = []
-    for keys, expected in push_values(eas_settings).items():
-        actual: Any = config
-        for key in keys:
-            actual = actual.get(key, "<missing>") if isinstance(actual, dict) else "<missing>"
-        if type(actual) is not type(expected) or actual != expected:
-            wrong.append(f"{'.'.join(keys)} = {actual!r}, expected {expected!r}")
-    assert not wrong, f"{path}: {'; '.join(wrong)}"
-
-
-@mattermost
-def test_no_environment_variable_overrides_the_push_settings(
-    host: Host, eas_settings: Settings
-) -> None:
-    unit = eas_settings.mattermost.service
-    fact = MattermostEnvironment()
-    present = set(fact.process(check(host, fact.command(unit)).splitlines()))
-    names = [env_name(keys) for keys in push_values(eas_settings)]
-    overridden = [name for name in names if name in present]
-    assert not overridden, (
-        f"{unit}'s environment sets {', '.join(overridden)}: it wins over config.json"
-    )
-
-
-@mattermost
-def test_mattermost_reaches_the_push_proxy_over_trusted_tls(
-    host: Host, eas_settings: Settings
-) -> None:
-    url = f"{eas_settings.push_server_url}/version"
-    result = host.run(f"curl -sSf --max-time {TIMEOUT} -o /dev/null {q(url)}")
-    assert result.rc == 0, (
-        f"this Mattermost server cannot reach {url} over TLS it trusts "
-        f"(curl exit {result.rc}): {result.stderr.strip()}"
-    )
+# Mattermost servers (in every mode, eas included) are checked by test_modes.py.

@@ -4,10 +4,10 @@ environment overrides it, the server runs, and it reaches its push service over 
     pytest tests/verify --inventory inventories/lab.py --data push_mode=hpns
     pytest tests/verify/test_modes.py --inventory inventories/prod.py
 
-Give the suite the same ``--data`` the deploy had (the mode is host data). In "eas" mode these
-checks are test_eas.py's (each is skipped here, naming it), so no assertion runs twice.
-In "hpns" mode the push server is the outbound proxy's URL when the inventory has
-outbound_proxies hosts (``settings`` in conftest.py reads them as a deploy does).
+Give the suite the same ``--data`` the deploy had (the mode is host data). This is the one
+place Mattermost servers are checked, in every mode (eas included). In "hpns" mode the push
+server is the outbound proxy's URL when the inventory has outbound_proxies hosts (``settings``
+in conftest.py reads them as a deploy does).
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ SERVER = ("EmailSettings", "PushNotificationServer")
 
 @pytest.fixture
 def mode_settings(settings: Settings) -> Settings:
-    """The host's settings; skips "eas" (test_eas.py checks Mattermost in that mode)."""
-    if settings.push_mode == "eas":
-        pytest.skip(f"{settings.host}: push_mode is 'eas': test_eas.py checks this")
+    """The host's settings (any push mode)."""
     return settings
 
 
