@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
-import ipaddress
 import json
 import os
 import socket
@@ -30,16 +29,11 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from mmpush import acme
+from tests.emulators import harness as h
 
 PEBBLE = "/usr/bin/pebble"
 CHALLTESTSRV = "/usr/bin/pebble-challtestsrv"
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10) -> None:
@@ -53,64 +47,6 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10) -> 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{process.args[0]} did not listen on {port} within {timeout} s")
-
-
-def make_listener_cert(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and an EC P-256 listener cert for 127.0.0.1/localhost signed by it."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mmpush test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path = directory / "test-ca.pem"
-    cert_path = directory / "listener.pem"
-    key_path = directory / "listener.key"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_path, cert_path, key_path
 
 
 class TokenHandler(http.server.BaseHTTPRequestHandler):
@@ -161,9 +97,9 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     if not (os.access(PEBBLE, os.X_OK) and os.access(CHALLTESTSRV, os.X_OK)):
         pytest.skip(f"Pebble is not installed ({PEBBLE} or {CHALLTESTSRV} missing)")
     directory = tmp_path_factory.mktemp("pebble")
-    ca_path, cert_path, key_path = make_listener_cert(directory)
+    pki = h.make_test_pki(directory / "pki", ["localhost"], ["127.0.0.1"])
     acme_port, mgmt_port, http_port, tls_port, dns_port, dns_mgmt_port = (
-        free_port() for _ in range(6)
+        h.free_port() for _ in range(6)
     )
     config = directory / "pebble-config.json"
     config.write_text(
@@ -172,8 +108,8 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
                 "pebble": {
                     "listenAddress": f"127.0.0.1:{acme_port}",
                     "managementListenAddress": f"127.0.0.1:{mgmt_port}",
-                    "certificate": str(cert_path),
-                    "privateKey": str(key_path),
+                    "certificate": str(pki.server_cert),
+                    "privateKey": str(pki.server_key),
                     "httpPort": http_port,
                     "tlsPort": tls_port,
                     "ocspResponderURL": "",
@@ -221,11 +157,11 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
             settings=acme.AcmeSettings(
                 directory_url=f"https://127.0.0.1:{acme_port}/dir",
                 email="ops@lab.test",
-                ca_bundle=str(ca_path),
+                ca_bundle=str(pki.ca_cert),
                 timeout=20,
             ),
             management_url=f"https://127.0.0.1:{mgmt_port}",
-            ca_bundle=str(ca_path),
+            ca_bundle=str(pki.ca_cert),
             tokens=tokens,
         )
     finally:
@@ -330,7 +266,7 @@ def test_untrusted_ca_certificate_is_an_acme_error(pebble: Pebble) -> None:
 
 
 def test_ca_down_fails_quickly_naming_directory() -> None:
-    url = f"https://127.0.0.1:{free_port()}/dir"
+    url = f"https://127.0.0.1:{h.free_port()}/dir"
     settings = acme.AcmeSettings(directory_url=url, email=None, ca_bundle=None, timeout=10)
     started = time.monotonic()
     with pytest.raises(acme.AcmeError) as failure:
@@ -378,8 +314,8 @@ class FakeAriHandler(http.server.BaseHTTPRequestHandler):
 
 
 def test_fetch_ari_window_from_a_ca_with_renewal_info(tmp_path: Path) -> None:
-    _, cert_path, _ = make_listener_cert(tmp_path)
-    cert_pem = cert_path.read_bytes()
+    # leaf + CA: the first certificate is the one ARI is asked about
+    cert_pem = h.make_test_pki(tmp_path, ["localhost"], ["127.0.0.1"]).server_cert.read_bytes()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeAriHandler)
     server.asked = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.emulators import harness as h
+from tests.unit.emulator_helpers import hpns_process
 
 
 @dataclass
@@ -72,18 +73,7 @@ def hpns_emulator(root: Path, with_cert: bool = True) -> Iterator[Hpns]:
     if with_cert:
         cert.write_bytes(pki.server_cert.read_bytes())
         key.write_bytes(pki.server_key.read_bytes())
-    https_port, http_port = h.free_port(), h.free_port()
-    process = h.EmulatorProcess(
-        h.python_argv(
-            h.HPNS_EMULATOR,
-            *("--cert", str(cert), "--key", str(key), "--data-dir", str(root / "data")),
-            *("--https-port", str(https_port), "--http-port", str(http_port)),
-            *("--bind", "127.0.0.1"),
-        ),
-        cwd=root,
-        env=h.base_env(),
-        log_dir=root / "out",
-    )
+    process, https_port, http_port = hpns_process(root, cert, key, root / "data", root / "out")
     with h.running(process):
         process.wait_port(http_port)
         if with_cert:

@@ -16,19 +16,16 @@ from typing import Any
 import pytest
 
 from tests.emulators import harness as h
+from tests.unit.emulator_helpers import (
+    PushProxy,
+    hpns_process,
+    push_proxy_config,
+    running_push_proxy,
+)
 
 DEVICE_TOKEN = "63c06ca8e3949ca7e5996c31fcf07ecb36c658a3e7c2c227a4af949cc4777a87"
 DEVICE_ID = f"apple_rn-v2:{DEVICE_TOKEN}"
 POST_TEXT = "Hello from accounta, secret-words-42"
-
-
-@dataclass
-class PushProxy:
-    url: str
-    record: Path
-
-    def deliveries(self) -> list[dict[str, Any]]:
-        return h.read_jsonl(self.record)
 
 
 @pytest.fixture(scope="module")
@@ -36,36 +33,8 @@ def push_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushProxy]:
     """A push proxy emulator with apple_rn and android_rn clients."""
     root = tmp_path_factory.mktemp("push-proxy")
     port = h.free_port()
-    config = {
-        "ListenAddress": f"127.0.0.1:{port}",
-        "ApplePushSettings": [
-            {
-                "Type": "apple_rn",
-                "ApplePushTopic": "com.mattermost.react.native",
-                "AppleAuthKeyFile": str(h.make_apns_p8_key(root / "AuthKey.p8")),
-                "AppleAuthKeyID": "KEYID12345",
-                "AppleTeamID": "TEAMID1234",
-            }
-        ],
-        "AndroidPushSettings": [
-            {
-                "Type": "android_rn",
-                "ServiceFileLocation": str(h.make_fcm_service_account(root / "fcm.json")),
-            }
-        ],
-    }
-    (root / "config").mkdir()
-    (root / "config" / "mattermost-push-proxy.json").write_text(json.dumps(config))
-    record = root / "deliveries.jsonl"
-    process = h.EmulatorProcess(
-        h.python_argv(h.PUSH_PROXY_EMULATOR),
-        cwd=root,
-        env=h.base_env(PUSH_PROXY_EMULATOR_RECORD=str(record)),
-        log_dir=root / "out",
-    )
-    with h.running(process):
-        process.wait_port(port)
-        yield PushProxy(url=f"http://127.0.0.1:{port}", record=record)
+    with running_push_proxy(root, port, push_proxy_config(port, root)) as proxy:
+        yield proxy
 
 
 @dataclass
@@ -126,6 +95,19 @@ def mattermost(
     with h.running(process):
         process.wait_port(port)
         yield Mattermost(url=f"http://127.0.0.1:{port}", process=process, workdir=workdir)
+
+
+def refused_config_stderr(workdir: Path, *args: str) -> str:
+    """Run the emulator with ``args`` on a config it must refuse: it exits 1; its stderr."""
+    process = h.EmulatorProcess(
+        h.python_argv(h.MATTERMOST_EMULATOR, *args),
+        cwd=workdir,
+        env=h.base_env(MM_EMULATOR_DATA_DIR=str(workdir / "data")),
+        log_dir=workdir / "out",
+    )
+    with h.running(process):
+        assert process.wait_exit() == 1
+    return process.stderr()
 
 
 def send_dm(mm: Mattermost, text: str = POST_TEXT, device_id: str = DEVICE_ID) -> dict[str, Any]:
@@ -258,16 +240,9 @@ def test_environment_override_wins_over_config_file(tmp_path: Path, push_proxy: 
 def test_invalid_config_json_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text('{"ServiceSettings": {"ListenAddress": ":8065",}')
-    process = h.EmulatorProcess(
-        h.python_argv(h.MATTERMOST_EMULATOR, "-c", str(config)),
-        cwd=tmp_path,
-        env=h.base_env(MM_EMULATOR_DATA_DIR=str(tmp_path / "data")),
-        log_dir=tmp_path / "out",
-    )
-    with h.running(process):
-        assert process.wait_exit() == 1
-    assert str(config) in process.stderr()
-    assert "parsing error at line 1" in process.stderr()
+    stderr = refused_config_stderr(tmp_path, "-c", str(config))
+    assert str(config) in stderr
+    assert "parsing error at line 1" in stderr
     assert not (tmp_path / "data").exists()
 
 
@@ -278,16 +253,9 @@ def test_invalid_push_contents_value_is_refused(tmp_path: Path) -> None:
         "",
         **{"EmailSettings.PushNotificationContents": "everything"},
     )
-    process = h.EmulatorProcess(
-        h.python_argv(h.MATTERMOST_EMULATOR, "--config", str(config)),
-        cwd=tmp_path,
-        env=h.base_env(MM_EMULATOR_DATA_DIR=str(tmp_path / "data")),
-        log_dir=tmp_path / "out",
-    )
-    with h.running(process):
-        assert process.wait_exit() == 1
-    assert "PushNotificationContents" in process.stderr()
-    assert "'everything'" in process.stderr()
+    stderr = refused_config_stderr(tmp_path, "--config", str(config))
+    assert "PushNotificationContents" in stderr
+    assert "'everything'" in stderr
 
 
 def test_push_failure_is_logged_but_post_succeeds(tmp_path: Path) -> None:
@@ -321,17 +289,8 @@ def test_no_push_when_push_notifications_are_off(tmp_path: Path, push_proxy: Pus
 
 def test_https_push_to_hpns_verifies_against_trust_store(tmp_path: Path) -> None:
     pki = h.make_test_pki(tmp_path / "pki", ["localhost", "push.mattermost.com"], ["127.0.0.1"])
-    https_port, http_port = h.free_port(), h.free_port()
-    hpns = h.EmulatorProcess(
-        h.python_argv(
-            h.HPNS_EMULATOR,
-            *("--cert", str(pki.server_cert), "--key", str(pki.server_key)),
-            *("--https-port", str(https_port), "--http-port", str(http_port)),
-            *("--data-dir", str(tmp_path / "hpns"), "--bind", "127.0.0.1"),
-        ),
-        cwd=tmp_path,
-        env=h.base_env(),
-        log_dir=tmp_path / "hpns-out",
+    hpns, https_port, _ = hpns_process(
+        tmp_path, pki.server_cert, pki.server_key, tmp_path / "hpns", tmp_path / "hpns-out"
     )
     push_server = f"https://localhost:{https_port}/"  # trailing slash is trimmed
     with h.running(hpns):

@@ -13,7 +13,6 @@ import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,70 +20,34 @@ import pytest
 
 from tests.emulators import harness as h
 from tests.emulators.push_proxy import build
-
-CONFIG_NAME = "mattermost-push-proxy.json"
+from tests.unit.emulator_helpers import PUSH_PROXY_CONFIG_NAME as CONFIG_NAME
+from tests.unit.emulator_helpers import PushProxy, push_proxy_config, running_push_proxy
 
 
 def proxy_config(port: int, root: Path, **overrides: Any) -> dict[str, Any]:
     """apple_rn (token auth) and android_rn (service account) initialise; apple and android
     have no credentials and are skipped."""
-    config: dict[str, Any] = {
-        "ListenAddress": f"127.0.0.1:{port}",
-        "ApplePushSettings": [
-            {
-                "Type": "apple_rn",
-                "ApplePushTopic": "com.mattermost.react.native",
-                "AppleAuthKeyFile": str(h.make_apns_p8_key(root / "AuthKey.p8")),
-                "AppleAuthKeyID": "KEYID12345",
-                "AppleTeamID": "TEAMID1234",
-            },
-            {"Type": "apple", "ApplePushTopic": "com.mattermost.Mattermost"},
-        ],
-        "AndroidPushSettings": [
-            {
-                "Type": "android_rn",
-                "ServiceFileLocation": str(h.make_fcm_service_account(root / "fcm.json")),
-            },
-            {"Type": "android", "ServiceFileLocation": str(root / "missing.json")},
-        ],
-    }
+    config = push_proxy_config(port, root)
+    config["ApplePushSettings"].append(
+        {"Type": "apple", "ApplePushTopic": "com.mattermost.Mattermost"}
+    )
+    config["AndroidPushSettings"].append(
+        {"Type": "android", "ServiceFileLocation": str(root / "missing.json")}
+    )
     config.update(overrides)
     return config
 
 
-@dataclass
-class Proxy:
-    url: str
-    process: h.EmulatorProcess
-    record: Path
-
-    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
-        status, _, raw = h.http_request("POST", self.url + path, body, headers)
-        assert status == 200, raw
-        return json.loads(raw)
-
-
 @contextlib.contextmanager
-def push_proxy(root: Path, **overrides: Any) -> Iterator[Proxy]:
+def push_proxy(root: Path, **overrides: Any) -> Iterator[PushProxy]:
     root.mkdir(parents=True, exist_ok=True)
     port = h.free_port()
-    (root / "config").mkdir(exist_ok=True)
-    config = proxy_config(port, root, **overrides)
-    (root / "config" / CONFIG_NAME).write_text(json.dumps(config))
-    record = root / "deliveries.jsonl"
-    process = h.EmulatorProcess(
-        h.python_argv(h.PUSH_PROXY_EMULATOR),
-        cwd=root,
-        env=h.base_env(PUSH_PROXY_EMULATOR_RECORD=str(record)),
-        log_dir=root / "out",
-    )
-    with h.running(process):
-        process.wait_port(port)
-        yield Proxy(url=f"http://127.0.0.1:{port}", process=process, record=record)
+    with running_push_proxy(root, port, proxy_config(port, root, **overrides)) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushProxy]:
     with push_proxy(tmp_path_factory.mktemp("proxy"), ThrottlePerSec=1000) as running_proxy:
         yield running_proxy
 
@@ -122,7 +85,7 @@ def run_config_lookup(cwd: Path, *args: str) -> tuple[int, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_root_version_and_unknown_routes(proxy: Proxy) -> None:
+def test_root_version_and_unknown_routes(proxy: PushProxy) -> None:
     status, headers, body = h.http_request("GET", proxy.url + "/")
     assert (status, body) == (200, b"<html><body>Mattermost Push Proxy</body></html>")
     assert headers["Content-Type"].startswith("text/html")
@@ -134,7 +97,7 @@ def test_root_version_and_unknown_routes(proxy: Proxy) -> None:
     assert h.http_request("GET", proxy.url + "/api/v1/send_push")[0] == 405
 
 
-def test_send_push_is_delivered_to_the_recorder(proxy: Proxy) -> None:
+def test_send_push_is_delivered_to_the_recorder(proxy: PushProxy) -> None:
     body = push_body(message="x" * 3000, channel_name="c" * 100)
     assert proxy.post("/api/v1/send_push", body, {"X-Forwarded-For": "192.0.2.7"}) == {
         "status": "OK"
@@ -158,7 +121,7 @@ def test_send_push_is_delivered_to_the_recorder(proxy: Proxy) -> None:
     assert record in console
 
 
-def test_android_client_delivers_via_fcm(proxy: Proxy) -> None:
+def test_android_client_delivers_via_fcm(proxy: PushProxy) -> None:
     body = push_body(platform="android_rn", message="hi")
     assert proxy.post("/api/v1/send_push", body) == {"status": "OK"}
     [record] = [r for r in h.read_jsonl(proxy.record) if r["post_id"] == body["post_id"]]
@@ -177,14 +140,14 @@ def test_android_client_delivers_via_fcm(proxy: Proxy) -> None:
         (push_body(platform="windows"), "missing platform property type=windows"),
     ],
 )
-def test_send_push_fail_answers(proxy: Proxy, body: dict[str, Any], error: str) -> None:
+def test_send_push_fail_answers(proxy: PushProxy, body: dict[str, Any], error: str) -> None:
     answer = proxy.post("/api/v1/send_push", body)
     assert answer["status"] == "FAIL"
     assert error in answer["error"]
     assert not [r for r in h.read_jsonl(proxy.record) if r["post_id"] == body["post_id"]]
 
 
-def test_send_push_invalid_json(proxy: Proxy) -> None:
+def test_send_push_invalid_json(proxy: PushProxy) -> None:
     status, _, raw = h.http_request(
         "POST", proxy.url + "/api/v1/send_push", raw_body=b'{"platform": "apple_rn",'
     )
@@ -192,14 +155,14 @@ def test_send_push_invalid_json(proxy: Proxy) -> None:
     assert json.loads(raw) == {"status": "FAIL", "error": "Failed to read message body"}
 
 
-def test_ack(proxy: Proxy) -> None:
+def test_ack(proxy: PushProxy) -> None:
     ack = {"id": "ackid", "platform": "apple_rn", "type": "message", "received_at": 1}
     assert proxy.post("/api/v1/ack", ack) == {"status": "OK"}
     assert proxy.post("/api/v1/ack", {**ack, "id": ""})["status"] == "FAIL"
     assert proxy.post("/api/v1/ack", {**ack, "received_at": 0})["status"] == "FAIL"
 
 
-def test_client_initialisation_is_logged_and_failures_skipped(proxy: Proxy) -> None:
+def test_client_initialisation_is_logged_and_failures_skipped(proxy: PushProxy) -> None:
     out = proxy.process.stdout()
     assert "Initialized clients: android_rn, apple_rn" in out
     failures = [line for line in out.splitlines() if "Failed to initialize client" in line]

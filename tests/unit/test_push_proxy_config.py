@@ -4,7 +4,6 @@ Pure logic: settings are built from group_data/all.py defaults and files in tmp_
 from __future__ import annotations
 
 import json
-import runpy
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,8 @@ import pytest
 
 from mmpush.push_proxy import CREDENTIALS_DIR, credentials, proxy_config
 from mmpush.settings import EasSettings, SettingsError, settings_from_data
+from tests.unit.defaults import DEFAULTS, SHA
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULTS: dict[str, Any] = {
-    key: value
-    for key, value in runpy.run_path(str(ROOT / "group_data" / "all.py")).items()
-    if not key.startswith("_")
-}
-SHA = "0123456789abcdef" * 4
 CREDS = "/etc/mattermost-push-proxy/credentials"
 
 

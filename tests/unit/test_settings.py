@@ -5,7 +5,6 @@ what is allowed. Also what the settings become in Mattermost's config.json
 from __future__ import annotations
 
 import hashlib
-import runpy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,8 @@ from mmpush.settings import (
     require_mode,
     settings_from_data,
 )
+from tests.unit.defaults import DEFAULTS, SHA
 
-ROOT = Path(__file__).resolve().parents[2]
-#: The documented defaults (group_data/all.py), public names only.
-DEFAULTS: dict[str, Any] = {
-    key: value
-    for key, value in runpy.run_path(str(ROOT / "group_data" / "all.py")).items()
-    if not key.startswith("_")
-}
-SHA = "0123456789abcdef" * 4
 HOST = "push1.example.net"
 BOTH = ("push_proxies", "mattermost")
 

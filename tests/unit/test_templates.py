@@ -4,8 +4,6 @@ port-80 and TLS parts, the push proxy's unit. Pure rendering, nothing is run."""
 from __future__ import annotations
 
 import re
-import runpy
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -17,14 +15,8 @@ from mmpush.push_proxy import ROOT as PUSH_PROXY_ROOT
 from mmpush.push_proxy import USER as PUSH_PROXY_USER
 from mmpush.render import render
 from mmpush.settings import Settings, settings_from_data
+from tests.unit.defaults import DEFAULTS, SHA
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULTS: dict[str, Any] = {
-    key: value
-    for key, value in runpy.run_path(str(ROOT / "group_data" / "all.py")).items()
-    if not key.startswith("_")
-}
-SHA = "0123456789abcdef" * 4
 MOZILLA_INTERMEDIATE = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
