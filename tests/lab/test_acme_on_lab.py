@@ -31,14 +31,26 @@ def nginx_on_push1(on: SshRunner) -> None:
     on(HOST, f"mkdir -p {WEBROOT} && systemctl is-active nginx")
 
 
+def csr_made_on_host(on: SshRunner, key_path: str) -> str:
+    """A new P-256 key at ``key_path`` on the host (it stays there) and its CSR for NAME."""
+    return on(
+        HOST,
+        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        f"-keyout {key_path} -subj /CN={NAME} -addext subjectAltName=DNS:{NAME} 2>/dev/null",
+    ).stdout
+
+
+def lab_acme(lab: dict[str, Any]) -> acme.AcmeSettings:
+    """ACME settings for the lab's Pebble."""
+    return acme.AcmeSettings(
+        directory_url=lab["acme"]["directory_url"], ca_bundle=lab["acme"]["ca_bundle"], timeout=60
+    )
+
+
 def test_pebble_issues_a_certificate_via_http01_on_a_lab_host(
     lab: dict[str, Any], on: SshRunner, nginx_on_push1: None
 ) -> None:
-    csr = on(
-        HOST,
-        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-        f"-keyout {KEY} -subj /CN={NAME} -addext subjectAltName=DNS:{NAME} 2>/dev/null",
-    ).stdout
+    csr = csr_made_on_host(on, KEY)
     published: list[str] = []
 
     def publish(token: str, key_authorization: str) -> None:
@@ -48,9 +60,7 @@ def test_pebble_issues_a_certificate_via_http01_on_a_lab_host(
     def unpublish(token: str) -> None:
         on(HOST, f"rm -f {WEBROOT}/{token}")
 
-    settings = acme.AcmeSettings(
-        directory_url=lab["acme"]["directory_url"], ca_bundle=lab["acme"]["ca_bundle"], timeout=60
-    )
+    settings = lab_acme(lab)
     issued = acme.obtain_certificate(
         settings, acme.generate_account_key(), csr.encode(), publish, unpublish
     )
@@ -76,14 +86,8 @@ def test_pebble_issues_a_certificate_via_http01_on_a_lab_host(
 def test_a_challenge_the_host_does_not_serve_fails_with_the_domain_named(
     lab: dict[str, Any], on: SshRunner, nginx_on_push1: None
 ) -> None:
-    csr = on(
-        HOST,
-        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-        f"-keyout /tmp/unused.key -subj /CN={NAME} -addext subjectAltName=DNS:{NAME} 2>/dev/null",
-    ).stdout
-    settings = acme.AcmeSettings(
-        directory_url=lab["acme"]["directory_url"], ca_bundle=lab["acme"]["ca_bundle"], timeout=60
-    )
+    csr = csr_made_on_host(on, "/tmp/unused.key")
+    settings = lab_acme(lab)
     with pytest.raises(acme.AcmeError, match=NAME):
         # a fresh account: no authorization to reuse; nothing published
         acme.obtain_certificate(
