@@ -275,3 +275,24 @@ def test_credentials_never_appear_in_output_and_land_0600(
     assert on("push1", f"stat -c '%a %U' {path}").stdout.strip() == "600 mattermost-push-proxy"
     assert marker in on("push1", f"cat {path}").stdout
     assert deploy("deploys/eas.py").returncode == 0
+
+
+def test_an_environment_override_that_would_win_over_config_json_is_reported(
+    eas: dict[str, Any], on: SshRunner
+) -> None:
+    dropin = "/etc/systemd/system/mattermost.service.d/mmpush-test-override.conf"
+    variable = "MM_EMAILSETTINGS_PUSHNOTIFICATIONSERVER"
+    try:
+        on(
+            "mm1",
+            f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nEnvironment={variable}="
+            f"https://elsewhere.example\\n' > {dropin} && systemctl daemon-reload",
+        )
+        result = deploy("deploys/eas.py")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-2000:]
+        assert variable in output and "wins over config.json" in output
+        verified = verify()
+        assert verified.returncode != 0 and variable in verified.stdout
+    finally:
+        on("mm1", f"rm -f {dropin} && systemctl daemon-reload")
