@@ -26,6 +26,10 @@ from mmpush.settings import Settings, settings_from_data
 
 REPO = Path(__file__).resolve().parents[2]
 
+# The shared helpers assert like the tests do: pytest rewrites their asserts too, so a failure
+# shows the same explanation as one in a test module.
+pytest.register_assert_rewrite("tests.verify.hostcheck", "tests.verify.tls")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

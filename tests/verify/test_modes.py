@@ -20,7 +20,7 @@ import pytest
 from mmpush.facts import MattermostEnvironment
 from mmpush.mattermost import env_name, push_values
 from mmpush.settings import Settings
-from tests.verify.test_eas import TIMEOUT, Host, check, q
+from tests.verify.hostcheck import TIMEOUT, Host, check, q
 
 mattermost = pytest.mark.group("mattermost")
 

@@ -22,7 +22,6 @@ upstream: HPNS answers REMOVE for an unknown device, which is accepted like OK.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
 import re
@@ -37,23 +36,8 @@ import testinfra
 from mmpush.inventory import InventoryHost
 from mmpush.outbound_proxy import OUTBOUND_CONF
 from mmpush.settings import OutboundProxySettings, Settings
-from tests.verify.test_eas import (
-    ACCEPTED_PUSH,
-    LOOPBACK,
-    MIN_DAYS_LEFT,
-    TIMEOUT,
-    ControlNodeFront,
-    Handshake,
-    Host,
-    OldTls,
-    OnHostFront,
-    Reply,
-    check,
-    listening,
-    name_matches,
-    q,
-    san_dns_names,
-)
+from tests.verify import tls
+from tests.verify.hostcheck import LOOPBACK, TIMEOUT, Host, check, listening, q
 
 outbound_proxies = pytest.mark.group("outbound_proxies")
 
@@ -87,38 +71,25 @@ def outbound(settings: Settings) -> OutboundProxySettings:
     return settings.outbound
 
 
-class ProxyFront(Protocol):
+class ProxyFront(tls.TlsFront, Protocol):
     """The proxy's TLS port as one client sees it."""
-
-    where: str
 
     @property
     def source(self) -> str:
         """The client address the proxy sees (what allow/deny is about)."""
         ...
 
-    def handshake(self) -> Handshake:
-        """A handshake verified against the trusted CAs and the proxy's name."""
-        ...
-
-    def offer_tls11(self) -> OldTls: ...
-
-    def https(self, method: str, path: str, body: bytes | None = None) -> Reply:
+    def https(self, method: str, path: str, body: bytes | None = None) -> tls.Reply:
         """One request; ``path`` is sent as given (no dot-segment clean-up by the client)."""
         ...
 
 
-class ProxyFromControlNode(ControlNodeFront):
-    """test_eas's control-node client, aimed at the proxy's name and port."""
+class ProxyFromControlNode(tls.ControlNodeFront):
+    """tls.py's control-node client, aimed at the proxy's name and port."""
 
     def __init__(self, address: str, outbound: OutboundProxySettings, cafile: str) -> None:
-        # the attributes ControlNodeFront's methods read (set here rather than from EasSettings)
-        self.address, self.cafile = address, cafile
-        self.name, self.port = outbound.name, outbound.port
-        self.host_header = f"{self.name}:{self.port}"
-        self.where = (
-            f"from this control node to {address}:{self.port} as {self.name} (trusting {cafile})"
-        )
+        super().__init__(address, outbound.name, outbound.port, cafile)
+        self.host_header = f"{self.name}:{self.port}"  # the port even when it is 443
         self._source: str | None = None
 
     @property
@@ -129,19 +100,18 @@ class ProxyFromControlNode(ControlNodeFront):
         return self._source
 
 
-class ProxyOnHost(OnHostFront):
-    """test_eas's on-host client (openssl, curl through 127.0.0.1, the host's trust store),
+class ProxyOnHost(tls.OnHostFront):
+    """tls.py's on-host client (openssl, curl through 127.0.0.1, the host's trust store),
     aimed at the proxy's name and port."""
 
     def __init__(self, host: Host, outbound: OutboundProxySettings) -> None:
-        self.host, self.name, self.port = host, outbound.name, outbound.port
-        self.where = f"on the host via 127.0.0.1:{self.port} as {self.name} (system trust store)"
+        super().__init__(host, outbound.name, outbound.port)
 
     @property
     def source(self) -> str:
         return "127.0.0.1"
 
-    def https(self, method: str, path: str, body: bytes | None = None) -> Reply:
+    def https(self, method: str, path: str, body: bytes | None = None) -> tls.Reply:
         options = f"--path-as-is --resolve {q(f'{self.name}:{self.port}:127.0.0.1')} -X {method}"
         if body is not None:
             options += " -H 'Content-Type: application/json' --data-binary @-"
@@ -166,7 +136,7 @@ class ProxyFromMattermost(ProxyOnHost):
     def source(self) -> str:
         return f"Mattermost server {self.mattermost_name}"
 
-    def https(self, method: str, path: str, body: bytes | None = None) -> Reply:
+    def https(self, method: str, path: str, body: bytes | None = None) -> tls.Reply:
         resolve = f"{self.name}:{self.port}:{self.address}"
         options = f"--path-as-is --resolve {q(resolve)} -X {method}"
         if body is not None:
@@ -329,45 +299,29 @@ def test_proxy_listens_on_its_port(host: Host, outbound: OutboundProxySettings) 
 def test_clients_trust_the_proxy_certificate(
     front: ProxyFront, outbound: OutboundProxySettings
 ) -> None:
-    names = san_dns_names(front.handshake().certificate)
-    assert any(name_matches(n, outbound.name) for n in names), (
-        f"the certificate {front.where} is for {names or 'no DNS name'}, not {outbound.name}"
-    )
+    tls.assert_trusted_for(front, outbound.name)
 
 
 @outbound_proxies
 def test_proxy_certificate_is_not_about_to_expire(
     front: ProxyFront, outbound: OutboundProxySettings
 ) -> None:
-    expires = front.handshake().certificate.not_valid_after_utc
-    left = expires - dt.datetime.now(dt.UTC)
-    assert left > dt.timedelta(days=MIN_DAYS_LEFT), (
-        f"the certificate for {outbound.name} expires {expires:%Y-%m-%d %H:%M} UTC "
-        f"({left.days} days left): renewal is not happening"
-    )
+    tls.assert_not_expiring(front, outbound.name)
 
 
 @outbound_proxies
 def test_proxy_speaks_tls_1_2_or_1_3(front: ProxyFront) -> None:
-    protocol = front.handshake().protocol
-    assert protocol in ("TLSv1.2", "TLSv1.3"), f"negotiated {protocol} {front.where}"
+    tls.assert_modern_tls(front)
 
 
 @outbound_proxies
 def test_proxy_refuses_tls_1_1(front: ProxyFront) -> None:
-    outcome = front.offer_tls11()
-    assert not outcome.accepted, f"a TLS 1.1 client was accepted {front.where}: {outcome.detail}"
+    tls.assert_refuses_tls_1_1(front)
 
 
 @outbound_proxies
 def test_proxy_sends_hsts(client: ProxyFront) -> None:
-    reply = client.https("GET", "/version")
-    assert reply.status == 200, f"GET /version {client.where}: HTTP {reply.status} {reply.body!r}"
-    hsts = reply.headers.get("strict-transport-security", "")
-    max_age = re.search(r"max-age=\"?(\d+)", hsts)
-    assert max_age and int(max_age.group(1)) > 0, (
-        f"no HSTS (Strict-Transport-Security with a max-age) {client.where}: {hsts!r}"
-    )
+    tls.assert_hsts(client)
 
 
 # --- forwarding and refusing --------------------------------------------------------------
@@ -404,10 +358,10 @@ def test_a_push_through_the_proxy_is_accepted(
         status = json.loads(reply.body).get("status")
     except (json.JSONDecodeError, AttributeError):
         status = None
-    assert reply.status == 200 and status in ACCEPTED_PUSH, (
+    assert reply.status == 200 and status in tls.ACCEPTED_PUSH, (
         f"a push {client.where} (forwarded to {outbound.upstream_url}) was answered "
         f"HTTP {reply.status} {reply.body.strip()[:300]!r}: expected 200 with status "
-        f"{' or '.join(ACCEPTED_PUSH)}"
+        f"{' or '.join(tls.ACCEPTED_PUSH)}"
     )
 
 
