@@ -17,6 +17,7 @@ import os
 import ssl
 import subprocess
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -56,20 +57,22 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def make_lab_ca(paths: LabPaths) -> None:
-    """Create the lab CA and a certificate for Pebble's listener (127.0.0.1 and localhost)."""
-    paths.ca_dir.mkdir(parents=True, exist_ok=True)
+def new_ca(common_name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A small EC P-256 CA that signs server certificates only (the lab's, the tests').
+
+    ca_key, ca_cert = new_ca("mmpush lab CA", days=30)
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mmpush lab CA")])
-    ca_cert = (
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -85,29 +88,52 @@ def make_lab_ca(paths: LabPaths) -> None:
             ),
             critical=True,
         )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
     )
-    listener_key = ec.generate_private_key(ec.SECP256R1())
-    listener_cert = (
+    return key, cert
+
+
+def new_server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str] = (),
+    days: int = 30,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A server certificate from ``new_ca``'s CA for the names and addresses given.
+
+    key, cert = new_server_certificate(ca_key, ca_cert, ["localhost"], ["127.0.0.1"])
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble.lab.test")]))
-        .issuer_name(ca_name)
-        .public_key(listener_key.public_key())
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address(GATEWAY_IP)),
-                ]
-            ),
-            critical=False,
-        )
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_lab_ca(paths: LabPaths) -> None:
+    """Create the lab CA and a certificate for Pebble's listener (127.0.0.1 and localhost)."""
+    paths.ca_dir.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = new_ca("mmpush lab CA", days=30)
+    listener_key, listener_cert = new_server_certificate(
+        ca_key, ca_cert, ["localhost"], ["127.0.0.1", GATEWAY_IP]
     )
     (paths.ca_dir / "lab-ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     (paths.ca_dir / "pebble-listener.pem").write_bytes(
