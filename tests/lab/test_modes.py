@@ -3,7 +3,6 @@ site between modes, with the real `pyinfra` and `pytest tests/verify` commands."
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import urllib.request
@@ -11,12 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from mmpush.jsonedit import set_values
+from mmpush.lab.ca import new_ca, new_server_certificate
 from mmpush.mmapi import MattermostClient, send_direct_message
 from tests.lab.helpers import SshRunner, deploy, grand_total, mmpush, verify
 
@@ -160,31 +157,22 @@ def _install_upstream1_certificate(on: SshRunner, fullchain: str, key: str) -> N
     on("upstream1", "systemctl restart hpns-emulator")
 
 
-def _self_signed(name: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
+def _untrusted_certificate(name: str) -> tuple[str, str]:
+    """(fullchain, key) for ``name`` from a CA nobody trusts: what an impostor would have."""
+    ca_key, ca_cert = new_ca("impostor CA", days=30)
+    key, cert = new_server_certificate(ca_key, ca_cert, [name])
+    pem = serialization.Encoding.PEM
+    fullchain = cert.public_bytes(pem) + ca_cert.public_bytes(pem)
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), pem_key.decode()
+    return fullchain.decode(), key_pem.decode()
 
 
 def test_an_upstream_with_an_untrusted_certificate_gets_nothing(
     modes_lab: dict[str, Any], on: SshRunner, upstream1_certificate_restored: None
 ) -> None:
-    _install_upstream1_certificate(on, *_self_signed(HPNS_NAME))
+    _install_upstream1_certificate(on, *_untrusted_certificate(HPNS_NAME))
     before = len(records(on))
     status, _ = push_through_proxy(on, "impostor-untrusted-01")
     assert status == 502
