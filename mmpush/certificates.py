@@ -13,10 +13,10 @@ When the CA fails, the old certificate stays in place and the operation fails, n
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import secrets
 import shlex
-from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -27,7 +27,16 @@ from pyinfra.facts.files import File
 
 from mmpush import acme
 from mmpush.facts import FileBytes, PublicKeySha256
+from mmpush.operations import connector_arguments, prepare_staging, run_checked, upload_private
 from mmpush.settings import AcmeConfig, Settings
+from mmpush.transactions import (
+    BACKUP_DIR,
+    STAGING_DIR,
+    FileChange,
+    bash,
+    new_private_key_script,
+    nginx_transaction_script,
+)
 
 TLS_DIR = "/etc/mmpush/tls"
 ACME_WEBROOT = "/var/www/mmpush-acme"
@@ -122,43 +131,8 @@ def certificate(domain: str, acme_config: AcmeConfig):
         f"{acme_config.directory_url}"
     )
     if not key_info:
-        directory = shlex.quote(str(Path(key_path).parent))
-        key = shlex.quote(key_path)
-        yield (
-            f"mkdir -p {directory} && chmod 700 {directory} && (umask 077 && "
-            f"openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {key}.new "
-            f"&& mv -f {key}.new {key})"
-        )
+        yield bash(new_private_key_script(key_path))
     yield FunctionCommand(_issue, (domain, key_path, chain_path, acme_config), {})
-
-
-def install_certificate_script(chain_path: str, new_path: str) -> str:
-    """Put a new certificate in place; if NGINX is running, reload it only when ``nginx -t``
-    passes with the new file, else put the old certificate back and fail."""
-    chain, new, old = (shlex.quote(p) for p in (chain_path, new_path, chain_path + ".mmpush-old"))
-    return "\n".join(
-        [
-            f"chmod 644 {new}",
-            f"if [ -f {chain} ]; then cp -p {chain} {old}; fi",
-            f"mv -f {new} {chain}",
-            "if systemctl is-active --quiet nginx; then",
-            "  if nginx -t -q; then systemctl reload nginx; else",
-            f"    if [ -f {old} ]; then mv -f {old} {chain}; fi",
-            "    echo 'nginx -t failed with the new certificate: the old one was put back' >&2",
-            "    exit 1",
-            "  fi",
-            "fi",
-            f"rm -f {old}",
-        ]
-    )
-
-
-def _run(state: Any, target: Any, command: str) -> str:
-    """Run a command on the host from inside an operation; fail with its stderr."""
-    ok, output = target.run_shell_command(StringCommand(command))
-    if not ok:
-        raise OperationError(f"`{command.split()[0]}` failed on {target.name}: {output.stderr}")
-    return output.stdout
 
 
 def _issue(
@@ -183,35 +157,54 @@ def _issue(
 def _issue_or_raise(
     state: Any, host: Any, domain: str, key_path: str, chain_path: str, acme_config: AcmeConfig
 ) -> None:
-    csr = _run(
+    csr = run_checked(
         state,
         host,
         f"openssl req -new -key {shlex.quote(key_path)} -subj /CN={domain} "
         f"-addext subjectAltName=DNS:{domain}",
+        "making the certificate request (openssl req)",
     )
 
     def publish(token: str, key_authorization: str) -> None:
-        _run(
+        run_checked(
             state,
             host,
-            f"mkdir -p {CHALLENGE_DIR} && printf %s {shlex.quote(key_authorization)}"
-            f" > {CHALLENGE_DIR}/{shlex.quote(token)}",
+            bash(
+                f"set -euo pipefail; umask 022; mkdir -p {CHALLENGE_DIR}; "
+                f"printf %s {shlex.quote(key_authorization)} > {CHALLENGE_DIR}/{shlex.quote(token)}"
+            ),
+            "publishing the ACME HTTP-01 token",
         )
 
     def unpublish(token: str) -> None:
-        host.run_shell_command(StringCommand(f"rm -f {CHALLENGE_DIR}/{shlex.quote(token)}"))
+        host.run_shell_command(
+            StringCommand(f"rm -f {CHALLENGE_DIR}/{shlex.quote(token)}"),
+            **connector_arguments(host),
+        )
 
     issued = acme.obtain_certificate(
         _acme_settings(acme_config), account_key(acme_config), csr.encode(), publish, unpublish
     )
-    temp = f"{chain_path}.mmpush-new"
-    if not host.put_file(BytesIO(issued.fullchain_pem.encode()), temp):
-        raise OperationError(f"could not upload the certificate to {host.name}:{temp}")
-    _run(state, host, install_certificate_script(chain_path, temp))
+    install_certificate(state, host, chain_path, issued.fullchain_pem.encode())
     logger.info(
         f"    [{host.name}] certificate for {domain} issued, valid until "
         f"{issued.not_after:%Y-%m-%d}"
     )
+
+
+def install_certificate(state: Any, host: Any, chain_path: str, fullchain: bytes) -> None:
+    """Put a new full chain in place as an NGINX transaction: the old one is saved (checked),
+    the new one written (checked), and NGINX, if running, reloaded only when ``nginx -t``
+    passes; otherwise the old certificate is put back and this fails."""
+    token = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    staged = f"{STAGING_DIR}/cert-{token}"
+    run_checked(state, host, prepare_staging(), "preparing the staging directory")
+    upload_private(state, host, fullchain, staged)
+    change = FileChange(chain_path, staged, hashlib.sha256(fullchain).hexdigest(), mode="644")
+    script = nginx_transaction_script(
+        [change], f"{BACKUP_DIR}/cert-{token}", start_if_stopped=False
+    )
+    run_checked(state, host, bash(script), f"installing the new certificate {chain_path}")
 
 
 def managed_domains(settings: Settings) -> list[str]:

@@ -6,39 +6,147 @@ secret_file(name="APNs key", dest="/etc/x/key.p8", secret=secret, user="svc", gr
 nginx_files(name="NGINX config", files={"/etc/nginx/conf.d/site.conf": text})
 release(name="Push proxy 6.5.0", root="/opt/mattermost-push-proxy", artifact=artifact)
 symlink(name="Switch release", path="/opt/x/current", target="/opt/x/releases/6.5.0")
+
+They work the same whether pyinfra connects as root or as a user with sudo (``_sudo``): new
+content is uploaded through a file only the SSH user can read, born 0600, and every host-side
+change runs as one checked script (``mmpush.transactions``). Nothing secret is ever part of a
+command line or a fact's output (pyinfra prints both with ``-vvv``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import shlex
+import secrets
 from collections.abc import Mapping
 from io import BytesIO
-from pathlib import PurePosixPath
 from typing import Any
 
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, OperationError, StringCommand, operation
+from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, Link, Sha256File
 from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from mmpush.facts import FileBytes
+from mmpush.facts import FileBytes, PrivateFileState, SystemUser
 from mmpush.jsonedit import JsonEditError, parse_object, set_values
 from mmpush.settings import PushProxyArtifact, Secret
+from mmpush.transactions import (
+    BACKUP_DIR,
+    STAGING_DIR,
+    FileChange,
+    bash,
+    nginx_transaction_script,
+    q,
+    replace_file_script,
+    temp_beside,
+)
+
+# --- talking to the host from inside an operation -------------------------------------------
 
 
-def q(value: str) -> str:
-    """Shell-quote one word."""
-    return shlex.quote(value)
+def connector_arguments(target: Any) -> dict[str, Any]:
+    """The connector arguments (``_sudo``, ``_sudo_user``, ...) pyinfra would use for a
+    command of the current operation on ``target`` (or of its host data, outside one), so
+    commands run from Python callbacks get sudo exactly when the operation's commands do."""
+    from pyinfra import state
+
+    current = dict(target.current_op_global_arguments or {})
+    arguments, _ = pop_global_arguments(state, target, current)
+    return {key: arguments[key] for key in CONNECTOR_ARGUMENT_KEYS if key in arguments}
 
 
-def _temp_path(dest: str) -> str:
-    """A temporary name next to ``dest`` (same directory, same permissions, atomic mv)."""
-    path = PurePosixPath(dest)
-    return str(path.with_name(f".{path.name}.mmpush-new"))
+def run_checked(state: Any, target: Any, command: str, what: str) -> str:
+    """Run ``command`` on ``target`` with the operation's sudo settings; its stdout, or an
+    OperationError saying ``what`` failed, with the command's stderr (never its stdout)."""
+    ok, output = target.run_shell_command(
+        StringCommand(command),
+        print_input=state.print_input,
+        print_output=state.print_output,
+        **connector_arguments(target),
+    )
+    if not ok:
+        raise OperationError(f"{what} failed on {target.name}: {output.stderr.strip()}")
+    return output.stdout
+
+
+def _owner_expression() -> str:
+    """Shell: the SSH user (sudo sets SUDO_USER), or the current user without sudo."""
+    return '"${SUDO_USER:-$(id -un)}"'
+
+
+def upload_private(state: Any, target: Any, content: bytes, dest: str) -> None:
+    """Upload ``content`` to ``dest`` (any directory, root-owned ones included) so that no
+    other user can read it on the way: ``dest`` and the SSH user's temporary file are created
+    0600 before a byte is written. Works with and without sudo; on failure both are removed.
+    """
+    temp = f"/tmp/mmpush-upload-{secrets.token_hex(8)}"
+    prepare = (
+        f"set -eu; umask 077; rm -f -- {q(dest)}; install -m 600 /dev/null {q(dest)}; "
+        f"rm -f -- {q(temp)}; install -m 600 -o {_owner_expression()} /dev/null {q(temp)}"
+    )
+    run_checked(state, target, bash(prepare), f"preparing the upload of {dest}")
+    uploaded = False
+    try:
+        uploaded = bool(
+            target.put_file(
+                BytesIO(content),
+                dest,
+                remote_temp_filename=temp,
+                print_output=state.print_output,
+                print_input=state.print_input,
+                **connector_arguments(target),
+            )
+        )
+    except OSError as error:
+        logger.error(f"    [{target.name}] upload of {dest} failed: {error}")
+    finally:
+        cleanup = f"rm -f -- {q(temp)}" + ("" if uploaded else f" {q(dest)}")
+        target.run_shell_command(StringCommand(cleanup), **connector_arguments(target))
+    if not uploaded:
+        raise OperationError(f"could not upload {dest} to {target.name} (disk full?)")
+
+
+def upload_command(content: bytes, dest: str) -> FunctionCommand:
+    """A command that uploads ``content`` to ``dest`` privately (see :func:`upload_private`)."""
+    return FunctionCommand(_upload, (content, dest), {})
+
+
+def _upload(state: Any, host: Any, content: bytes, dest: str) -> bool:
+    try:
+        upload_private(state, host, content, dest)
+    except OperationError as error:
+        host.log_styled(str(error), fg="red", log_func=logger.error)
+        return False
+    return True
+
+
+def read_private_file(target: Any, path: str) -> bytes | None:
+    """The exact bytes of a file that may hold secrets (config.json holds the database DSN),
+    or None when it does not exist. Downloaded through a 0600 copy only the SSH user can read,
+    never printed (a fact's output is, with ``-vvv``)."""
+    arguments = connector_arguments(target)
+    temp = f"/tmp/mmpush-read-{secrets.token_hex(8)}"
+    script = (
+        f"set -euo pipefail; umask 077; if [ ! -f {q(path)} ]; then echo MISSING; exit 0; fi; "
+        f"install -m 600 -o {_owner_expression()} /dev/null {q(temp)}; "
+        f"cat -- {q(path)} > {q(temp)}; echo COPIED"
+    )
+    ok, output = target.run_shell_command(StringCommand(bash(script)), **arguments)
+    if not ok:
+        raise OperationError(f"cannot read {path} on {target.name}: {output.stderr.strip()}")
+    if output.stdout.strip() == "MISSING":
+        return None
+    try:
+        buffer = BytesIO()
+        # the copy belongs to the SSH user: fetched directly, without sudo
+        if not target.connector.get_file(temp, buffer):
+            raise OperationError(f"cannot download {path} from {target.name}")
+        return buffer.getvalue()
+    finally:
+        target.run_shell_command(StringCommand(f"rm -f -- {q(temp)}"), **arguments)
 
 
 # --- JSON config files (Mattermost's config.json) ------------------------------------------
@@ -49,8 +157,10 @@ def json_values(path: str, values: Mapping[tuple[str, ...], Any], backup: bool =
     """Set ``values`` (key path -> value) in a JSON file; every other byte stays as it was.
 
     A file that is not valid JSON is never overwritten: the operation fails, naming it.
-    The new file is written next to the old one, given its owner and mode, then renamed
-    over it (atomic); the old one is kept as ``<path>.bak.<UTC timestamp>``.
+    The new content is uploaded beside the file (born 0600), given the old file's owner and
+    mode, checked, then renamed over it (atomic), but only if the file still holds what was
+    read while preparing. The old file is kept as ``<path>.bak.<UTC timestamp>``, checked
+    before anything is replaced. A symlinked file is edited at its target (the link stays).
 
         json_values(
             name="Point Mattermost at the push proxy",
@@ -58,7 +168,10 @@ def json_values(path: str, values: Mapping[tuple[str, ...], Any], backup: bool =
             values={("EmailSettings", "PushNotificationServer"): "https://push.example.com"},
         )
     """
-    raw = host.get_fact(FileBytes, path=path)
+    info = host.get_fact(PrivateFileState, path=path)
+    if not info["exists"]:
+        raise OperationError(f"{path} does not exist on {host.name}")
+    raw = read_private_file(host, path)
     if raw is None:
         raise OperationError(f"{path} does not exist on {host.name}")
     try:
@@ -72,21 +185,27 @@ def json_values(path: str, values: Mapping[tuple[str, ...], Any], backup: bool =
     if new_text == text:
         host.noop(f"{path} already has these settings")
         return
+    if not info["writable"]:
+        raise OperationError(
+            f"{path} on {host.name} cannot be changed: {info['target']} or its directory is "
+            "not writable (a read-only mount?); it was left untouched"
+        )
     for keys, value in values.items():
         old = _lookup(current, keys)
         if old != value:
             logger.info(f"    [{host.name}] {'.'.join(keys)}: {old!r} -> {value!r}")
-    temp = _temp_path(path)
-    yield FileUploadCommand(BytesIO(new_text.encode()), temp, remote_temp_filename=temp)
-    commands = [
-        f"chown --reference={q(path)} {q(temp)}",
-        f"chmod --reference={q(path)} {q(temp)}",
-    ]
-    if backup:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        commands.append(f"cp -p {q(path)} {q(path + '.bak.' + stamp)}")
-    commands.append(f"mv -f {q(temp)} {q(path)}")
-    yield " && ".join(commands)
+    new_bytes = new_text.encode()
+    staged = temp_beside(info["target"], "mmpush-upload")
+    yield upload_command(new_bytes, staged)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    yield bash(
+        replace_file_script(
+            FileChange(path, staged, hashlib.sha256(new_bytes).hexdigest()),
+            expected_sha256=hashlib.sha256(raw).hexdigest(),
+            backup_suffix=f".bak.{stamp}" if backup else None,
+            follow_symlink=True,
+        )
+    )
 
 
 def _lookup(document: Any, keys: tuple[str, ...]) -> Any:
@@ -104,8 +223,8 @@ def _lookup(document: Any, keys: tuple[str, ...]) -> Any:
 def secret_file(dest: str, secret: Secret, user: str, group: str, mode: str = "600"):
     """Install a credential file: compared by sha256, never diffed or printed.
 
-    The content is uploaded next to ``dest`` (its directory must already be private), given
-    owner and mode, then renamed into place.
+    The content is uploaded beside ``dest`` (born 0600), checked, given owner and mode, then
+    renamed into place.
 
         secret_file(name="APNs key", dest="/etc/mattermost-push-proxy/credentials/apns.p8",
                     secret=settings.eas.apple[0].auth_key, user="svc", group="svc")
@@ -121,11 +240,13 @@ def secret_file(dest: str, secret: Secret, user: str, group: str, mode: str = "6
         yield f"chown {q(user)}:{q(group)} {q(dest)} && chmod {mode} {q(dest)}"
         return
     logger.info(f"    [{host.name}] {dest}: new content from {secret.source} (not shown)")
-    temp = _temp_path(dest)
-    yield f"rm -f {q(temp)} && install -m 600 /dev/null {q(temp)}"
-    yield FileUploadCommand(BytesIO(secret.content), temp, remote_temp_filename=temp)
-    owner = f"{q(user)}:{q(group)}"
-    yield f"chown {owner} {q(temp)} && chmod {mode} {q(temp)} && mv -f {q(temp)} {q(dest)}"
+    staged = temp_beside(dest, "mmpush-upload")
+    yield upload_command(secret.content, staged)
+    yield bash(
+        replace_file_script(
+            FileChange(dest, staged, secret.sha256, mode=mode), owner=f"{user}:{group}"
+        )
+    )
 
 
 # --- NGINX -----------------------------------------------------------------------------------
@@ -134,9 +255,10 @@ def secret_file(dest: str, secret: Secret, user: str, group: str, mode: str = "6
 @operation()
 def nginx_files(files: Mapping[str, str | None], skip_if_exists: str | None = None):
     """Make NGINX's config files say ``files`` (path -> content, None = must not exist), as
-    one transaction: write them all, run ``nginx -t``, and reload only if it passes. If it
-    fails, every file is put back as it was (NGINX never loaded the new config, so the old
-    one keeps serving) and the operation fails with nginx -t's message.
+    one transaction: save every file (checked copies), write them all, run ``nginx -t``, and
+    reload only if it passes. If anything fails, every file is put back from its checked copy
+    (NGINX never loaded the new config, so the old one keeps serving) and the operation fails
+    with the reason (nginx -t's message).
 
         nginx_files(name="Push front", files={
             "/etc/nginx/conf.d/mmpush-push.conf": rendered,
@@ -149,73 +271,60 @@ def nginx_files(files: Mapping[str, str | None], skip_if_exists: str | None = No
     if skip_if_exists and host.get_fact(File, path=skip_if_exists):
         host.noop(f"{skip_if_exists} exists")
         return
-    changed: dict[str, str | None] = {}
+    changed = nginx_changes(files)
+    if not changed:
+        host.noop("NGINX configuration is up to date")
+        return
+    yield from nginx_transaction(changed)
+
+
+def nginx_changes(files: Mapping[str, str | bytes | None]) -> dict[str, bytes | None]:
+    """The subset of ``files`` whose content (or absence) differs on the host."""
+    changed: dict[str, bytes | None] = {}
     for path, content in files.items():
         current = host.get_fact(Sha256File, path=path)
         exists = current is not None or host.get_fact(Link, path=path)
         if content is None:
             if exists:
                 changed[path] = None
-        elif current != hashlib.sha256(content.encode()).hexdigest():
-            changed[path] = content
-    if not changed:
-        host.noop("NGINX configuration is up to date")
-        return
-    yield f"rm -rf {NGINX_STAGING} && mkdir -p {NGINX_STAGING} && chmod 700 {NGINX_STAGING}"
+            continue
+        data = content.encode() if isinstance(content, str) else content
+        if current != hashlib.sha256(data).hexdigest():
+            changed[path] = data
+    return changed
+
+
+def nginx_transaction(changed: Mapping[str, bytes | None], start_if_stopped: bool = True):
+    """The commands of one NGINX transaction (see :func:`nginx_files`): upload the new files
+    to the staging directory, then run the checked transaction script."""
+    token = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    yield prepare_staging()
+    changes = []
     for index, (path, content) in enumerate(changed.items()):
         logger.info(f"    [{host.name}] {'remove' if content is None else 'write'} {path}")
-        if content is not None:
-            staged = f"{NGINX_STAGING}/new-{index}"
-            yield FileUploadCommand(BytesIO(content.encode()), staged, remote_temp_filename=staged)
-    yield StringCommand(nginx_transaction_script(changed))
-
-
-#: Where nginx_files stages new files and keeps the old ones during a transaction: outside
-#: every directory NGINX includes (a backup in sites-enabled/ would be loaded as a site).
-NGINX_STAGING = "/var/lib/mmpush/nginx-transaction"
-
-
-def nginx_transaction_script(changed: Mapping[str, str | None]) -> str:
-    """The shell transaction behind :func:`nginx_files`: new files are already staged as
-    ``NGINX_STAGING/new-<i>``; old ones are saved as ``old-<i>`` until nginx -t passes."""
-    save, apply, rollback = [], [], []
-    for index, (path, content) in enumerate(changed.items()):
-        old = f"{NGINX_STAGING}/old-{index}"
-        save.append(f"if [ -e {q(path)} ] || [ -L {q(path)} ]; then cp -a {q(path)} {old}; fi")
         if content is None:
-            apply.append(f"rm -f {q(path)}")
-        else:
-            apply.append(f"mkdir -p {q(str(PurePosixPath(path).parent))}")
-            # rm first: a symlink must be replaced, never written through to its target
-            apply.append(f"rm -f {q(path)} && cp {NGINX_STAGING}/new-{index} {q(path)}")
-        rollback.append(
-            f"if [ -e {old} ] || [ -L {old} ]; then rm -f {q(path)}; mv -fT {old} {q(path)}; "
-            f"else rm -f {q(path)}; fi"
+            changes.append(FileChange(path, None))
+            continue
+        staged = f"{STAGING_DIR}/nginx-{token}-{index}"
+        yield upload_command(content, staged)
+        changes.append(FileChange(path, staged, hashlib.sha256(content).hexdigest()))
+    yield bash(
+        nginx_transaction_script(
+            changes, f"{BACKUP_DIR}/nginx-{token}", start_if_stopped=start_if_stopped
         )
-    return "\n".join(
-        [
-            "set -u",
-            *save,
-            *apply,
-            "if ! nginx -t -q; then",
-            *(f"  {line}" for line in rollback),
-            f"  rm -rf {NGINX_STAGING}",
-            "  echo 'nginx -t failed: the new configuration was rolled back and NGINX was not"
-            " reloaded; it still serves the previous configuration' >&2",
-            "  exit 1",
-            "fi",
-            f"rm -rf {NGINX_STAGING}",
-            "if systemctl is-active --quiet nginx; then systemctl reload nginx;"
-            " else systemctl start nginx; fi",
-        ]
     )
+
+
+def prepare_staging() -> str:
+    """The command that creates the private staging directory (root, 0700)."""
+    return f"install -d -m 700 {q(STAGING_DIR)} {q(BACKUP_DIR)}"
 
 
 # --- releases ------------------------------------------------------------------------------
 
 
 @operation()
-def release(root: str, artifact: PushProxyArtifact, binary: str):
+def release(root: str, artifact: PushProxyArtifact, binary: str, url: str | None = None):
     """Unpack a release archive into ``<root>/releases/<version>``, checked against its
     pinned sha256 before anything is unpacked. A URL is downloaded by the host; a local
     archive (air-gapped sites) is uploaded. A mismatch fails the operation and leaves every
@@ -233,35 +342,41 @@ def release(root: str, artifact: PushProxyArtifact, binary: str):
     download = f"{root}/releases/.{artifact.version}.tar.gz"
     yield f"mkdir -p {q(root)}/releases && rm -f {q(download)}"
     if artifact.archive is not None:
-        yield FileUploadCommand(str(artifact.archive), download, remote_temp_filename=download)
+        yield upload_command(artifact.archive.read_bytes(), download)
     else:
-        assert artifact.url is not None
-        yield (
-            f"curl -fsSL --proto '=https' --retry 3 --max-time 300 -o {q(download)} "
-            f"{q(artifact.url)}"
+        source = url or artifact.url
+        assert source is not None
+        yield bash(
+            "set -euo pipefail; "
+            f"curl -fsSL --proto '=https' --retry 3 --max-time 300 -o {q(download)} {q(source)}"
+            f" || {{ rm -f -- {q(download)}; echo 'mmpush: could not download {source}' >&2;"
+            " exit 1; }"
         )
     unpack = f"{root}/releases/.{artifact.version}.unpack"
-    yield "\n".join(
-        [
-            "set -eu",
-            f"actual=$(sha256sum {q(download)} | cut -d' ' -f1)",
-            f'if [ "$actual" != {q(artifact.sha256)} ]; then',
-            f"  rm -f {q(download)}",
-            f'  echo "sha256 mismatch for push proxy {artifact.version}: expected '
-            f'{artifact.sha256}, got $actual; nothing was installed" >&2',
-            "  exit 1",
-            "fi",
-            f"rm -rf {q(unpack)} && mkdir -p {q(unpack)}",
-            f"tar -xzf {q(download)} -C {q(unpack)} --no-same-owner --strip-components=1",
-            f"if [ ! -x {q(unpack + '/' + binary)} ]; then",
-            f"  rm -rf {q(unpack)} {q(download)}",
-            f"  echo 'the archive has no executable {binary}: not a push proxy release' >&2",
-            "  exit 1",
-            "fi",
-            f"echo {q(artifact.sha256)} > {q(unpack)}/.mmpush-sha256",
-            f"chmod -R go-w {q(unpack)}",
-            f"rm -rf {q(target)} && mv {q(unpack)} {q(target)} && rm -f {q(download)}",
-        ]
+    yield bash(
+        "\n".join(
+            [
+                "set -euo pipefail",
+                f"trap 'rm -rf -- {q(unpack)} {q(download)}' EXIT",
+                f"actual=$(sha256sum {q(download)} | cut -d' ' -f1)",
+                f'if [ "$actual" != {q(artifact.sha256)} ]; then',
+                f'  echo "sha256 mismatch for push proxy {artifact.version}: expected '
+                f'{artifact.sha256}, got $actual; nothing was installed" >&2',
+                "  exit 1",
+                "fi",
+                f"rm -rf -- {q(unpack)} && mkdir -p -- {q(unpack)}",
+                f"tar -xzf {q(download)} -C {q(unpack)} --no-same-owner --strip-components=1 "
+                "|| { echo 'mmpush: the archive could not be unpacked whole (disk full?);"
+                " nothing was installed' >&2; exit 1; }",
+                f"if [ ! -x {q(unpack + '/' + binary)} ]; then",
+                f"  echo 'the archive has no executable {binary}: not a push proxy release' >&2",
+                "  exit 1",
+                "fi",
+                f"echo {q(artifact.sha256)} > {q(unpack)}/.mmpush-sha256",
+                f"chmod -R go-w -- {q(unpack)}",
+                f"rm -rf -- {q(target)} && mv -T -- {q(unpack)} {q(target)}",
+            ]
+        )
     )
 
 
@@ -276,8 +391,29 @@ def symlink(path: str, target: str):
     if link and link.get("link_target") == target:
         host.noop(f"{path} -> {target}")
         return
-    temp = _temp_path(path)
+    temp = temp_beside(path)
     yield f"ln -sfn {q(target)} {q(temp)} && mv -fT {q(temp)} {q(path)}"
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+@operation()
+def system_user(user: str, home: str, shell: str = "/usr/sbin/nologin"):
+    """A system user and its group, created when missing. An existing user is kept as it is
+    (it may be running the service right now: taking over a hand-made install must not fail
+    on ``usermod``), and never read from /etc/shadow (pyinfra's Users fact reads password
+    hashes, and prints them with ``-vvv``).
+
+        system_user(name="System user svc", user="svc", home="/opt/svc")
+    """
+    if host.get_fact(SystemUser, user=user) is not None:
+        host.noop(f"user {user} exists")
+        return
+    yield (
+        f"useradd --system --user-group --home-dir {q(home)} --no-create-home "
+        f"--shell {q(shell)} {q(user)}"
+    )
 
 
 # --- restarts ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from mmpush.operations import (
     restart_if_changed,
     secret_file,
     symlink,
+    system_user,
 )
 from mmpush.render import render
 from mmpush.settings import EasSettings, Secret, Settings
@@ -124,15 +125,7 @@ def install_push_proxy(settings: Settings) -> None:
     eas = settings.eas
     assert eas is not None, "install_push_proxy needs EAS settings (push_mode eas)"
     server.packages(name="Tools to fetch and check releases", packages=["curl", "tar"])
-    server.user(
-        name=f"System user {USER}",
-        user=USER,
-        system=True,
-        home=ROOT,
-        create_home=False,
-        ensure_home=False,
-        shell="/usr/sbin/nologin",
-    )
+    system_user(name=f"System user {USER}", user=USER, home=ROOT)
     files.directory(name=f"{ROOT}", path=ROOT, user="root", group="root", mode="755")
     files.directory(name=CONFIG_DIR, path=CONFIG_DIR, user="root", group=USER, mode="750")
     files.directory(name=CREDENTIALS_DIR, path=CREDENTIALS_DIR, user=USER, group=USER, mode="700")
