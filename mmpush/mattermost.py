@@ -5,7 +5,8 @@
 Only the keys this project owns change (``EmailSettings.SendPushNotifications``,
 ``PushNotificationServer``, ``PushNotificationContents``, optionally ``LogSettings.FileLevel``);
 every other byte of config.json stays as it was. Mattermost is restarted only when the file
-changed. An ``MM_*`` environment override that would silently win over the file is reported.
+changed. An ``MM_*`` environment override that would silently win over the file stops the run
+(unless accepted).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 
-from mmpush.facts import FileBytes, MattermostEnvironment
+from mmpush.facts import MattermostEnvironment, PrivateFileState, UnitExists
 from mmpush.jsonedit import JsonEditError, parse_object
-from mmpush.operations import json_values, restart_if_changed
+from mmpush.operations import json_values, read_private_file, restart_if_changed
 from mmpush.settings import Settings
 
 
@@ -50,9 +51,11 @@ class MattermostConfigError(PyinfraError):
 
 
 def check_config_json(path: str) -> None:
-    """Stop the run before any host is touched if config.json is missing or not valid JSON
-    (checked while pyinfra prepares; the operation checks again when it runs)."""
-    raw = host.get_fact(FileBytes, path=path)
+    """Stop the run before any host is touched if config.json is missing, not valid JSON, or
+    cannot be written (checked while pyinfra prepares; the operation checks again when it
+    runs). The file is read without printing it: it holds the database password."""
+    info = host.get_fact(PrivateFileState, path=path)
+    raw = read_private_file(host, path) if info["exists"] else None
     if raw is None:
         raise MattermostConfigError(
             f"host {host.name}: {path} does not exist (is Mattermost installed there? "
@@ -67,19 +70,46 @@ def check_config_json(path: str) -> None:
         ) from error
 
 
+def check_service(unit: str) -> None:
+    """Stop the run before any host is touched when the Mattermost unit does not exist (a
+    restart after changing config.json would fail, leaving the run half done)."""
+    if not host.get_fact(UnitExists, unit=unit):
+        raise MattermostConfigError(
+            f"host {host.name}: mattermost_service = {unit!r}: systemd has no such unit "
+            "(set mattermost_service to the unit that runs Mattermost); nothing was changed"
+        )
+
+
+def check_overrides(settings: Settings, values: dict[tuple[str, ...], Any]) -> None:
+    """An ``MM_*`` environment variable that overrides a push setting wins over config.json:
+    the deploy would report success and change nothing. Stop the run (before any host is
+    touched) naming the variable and where it is set, unless the data says
+    ``mattermost_accept_env_overrides = True``; then warn."""
+    found = host.get_fact(MattermostEnvironment, unit=settings.mattermost.service)
+    defeated = {env_name(keys): found[env_name(keys)] for keys in values if env_name(keys) in found}
+    if not defeated:
+        return
+    details = "; ".join(f"{name} (set in {', '.join(where)})" for name, where in defeated.items())
+    message = (
+        f"host {host.name}: {details} overrides config.json for {settings.mattermost.service}, "
+        "so the push settings set here would have no effect"
+    )
+    if host.data.get("mattermost_accept_env_overrides") is True:
+        logger.warning(f"    {message} (accepted: mattermost_accept_env_overrides = True)")
+        return
+    raise MattermostConfigError(
+        f"{message}: remove the override, or set mattermost_accept_env_overrides = True to "
+        "deploy anyway; nothing was changed on any host"
+    )
+
+
 @deploy("Mattermost push settings")
 def configure_push(settings: Settings) -> None:
     """Point the Mattermost server at the push service of the host's push mode."""
     values = push_values(settings)
+    check_service(settings.mattermost.service)
     check_config_json(settings.mattermost.config_path)
-    overrides = set(host.get_fact(MattermostEnvironment, unit=settings.mattermost.service))
-    for keys in values:
-        if env_name(keys) in overrides:
-            logger.warning(
-                f"    [{host.name}] {env_name(keys)} is set in {settings.mattermost.service}'s "
-                f"environment: it wins over config.json, so {'.'.join(keys)} set here will "
-                "have no effect until that override is removed"
-            )
+    check_overrides(settings, values)
     changed = json_values(
         name=f"Push settings in {settings.mattermost.config_path}",
         path=settings.mattermost.config_path,
