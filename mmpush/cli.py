@@ -16,6 +16,7 @@ import time
 import click
 
 from mmpush.lab import lab as lab_module
+from mmpush.lab.containers import as_root
 from mmpush.lab.layout import LabPaths
 from mmpush.lab.sh import LabError
 
@@ -78,7 +79,8 @@ def status(as_json: bool) -> None:
 @click.argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def ssh(host: str, command: tuple[str, ...]) -> None:
-    """Open a shell on a lab host, or run COMMAND there: mmpush lab ssh mm1 -- uptime."""
+    """Open a root shell on a lab host, or run COMMAND there as root: mmpush lab ssh mm1 --
+    uptime. Connects as the lab's deploy user and uses its sudo, as an admin would."""
     paths = LabPaths.default()
     try:
         target = lab_module.host_for(host)
@@ -87,8 +89,12 @@ def ssh(host: str, command: tuple[str, ...]) -> None:
     if not paths.ssh_config.exists():
         _fail(LabError("the lab is down; start it with `mmpush lab up`"))
     args = ["ssh", "-F", str(paths.ssh_config)]
-    args += ["-t"] if not command and sys.stdin.isatty() else []
-    os.execvp("ssh", [*args, target.name, *command])
+    if command:
+        remote = as_root(" ".join(command))
+    else:
+        args += ["-t"] if sys.stdin.isatty() else []
+        remote = "sudo -i"
+    os.execvp("ssh", [*args, target.name, remote])
 
 
 @lab.command("send-dm")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,7 +26,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from mmpush.lab.layout import GATEWAY_IP, LAB_HOSTS, LabHost, LabPaths
+from mmpush.lab.layout import (
+    DEPLOY_UID,
+    DEPLOY_USER,
+    GATEWAY_IP,
+    LAB_HOSTS,
+    LabHost,
+    LabPaths,
+)
 from mmpush.lab.sh import LabError, run, wait_until
 
 
@@ -119,6 +127,11 @@ def prepare_host(
     write_file(root / "etc/ssh/ssh_host_ed25519_key.pub", host_public + "\n")
     (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
     write_file(root / "root/.ssh/authorized_keys", client_public_key + "\n", 0o600)
+    home = root / "home" / DEPLOY_USER
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    write_file(home / ".ssh/authorized_keys", client_public_key + "\n", 0o600)
+    for path in (home / ".ssh", home / ".ssh/authorized_keys"):
+        os.chown(path, DEPLOY_UID, DEPLOY_UID)
     write_file(root / "etc/machine-id", secrets.token_hex(16) + "\n", 0o444)
     write_file(root / "etc/hostname", host.name + "\n")
     write_file(root / "etc/hosts", etc_hosts(host, registry))
@@ -225,7 +238,7 @@ def write_ssh_files(paths: LabPaths, host_keys: Mapping[str, str]) -> None:
         config += [
             f"Host {host.name} {' '.join(host.fqdns)} {host.ip}",
             f"    HostName {host.ip}",
-            "    User root",
+            f"    User {DEPLOY_USER}",
             f"    IdentityFile {paths.ssh_key}",
             "    IdentitiesOnly yes",
             f"    UserKnownHostsFile {paths.known_hosts}",
@@ -248,16 +261,22 @@ def ssh(
     timeout: float = 120,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a shell command on a lab host over SSH (strict host keys, the lab key).
+    """Run a shell command as root on a lab host: over SSH as the deploy user (strict host
+    keys, the lab key), through sudo, as an admin would.
 
     ssh(paths, lab_host("mm1"), "systemctl is-active mattermost").stdout
     """
     return run(
-        ["ssh", "-F", str(paths.ssh_config), host.name, command],
+        ["ssh", "-F", str(paths.ssh_config), host.name, as_root(command)],
         input=input,
         timeout=timeout,
         check=check,
     )
+
+
+def as_root(command: str) -> str:
+    """The remote command line that runs ``command`` as root through the deploy user's sudo."""
+    return f"sudo -n bash -c {shlex.quote(command)}"
 
 
 def port_open(ip: str, port: int) -> bool:

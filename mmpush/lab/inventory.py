@@ -33,6 +33,8 @@ def host_data(state: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     return {
         "ssh_hostname": entry["ip"],
         "ssh_user": state["ssh"]["user"],
+        # production connects as a user with sudo, so the lab does too
+        "_sudo": state["ssh"]["user"] != "root",
         "ssh_key": state["ssh"]["key"],
         "ssh_known_hosts_file": state["ssh"]["known_hosts"],
         "ssh_strict_host_key_checking": "yes",

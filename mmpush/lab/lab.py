@@ -29,6 +29,7 @@ from mmpush import acme
 from mmpush.lab import ca, containers, emulators, network, rootfs
 from mmpush.lab.layout import (
     BRIDGE,
+    DEPLOY_USER,
     GATEWAY_IP,
     HOST_PACKAGES,
     LAB_DNS_MANAGEMENT_PORT,
@@ -102,7 +103,7 @@ def new_state(paths: LabPaths, rootfs_path: Path) -> dict[str, Any]:
         "state_dir": str(paths.state_dir),
         "rootfs": str(rootfs_path),
         "ssh": {
-            "user": "root",
+            "user": DEPLOY_USER,
             "key": str(paths.ssh_key),
             "known_hosts": str(paths.known_hosts),
             "config": str(paths.ssh_config),

@@ -38,9 +38,17 @@ ROOTFS_PACKAGES = (
     "iproute2",
     "openssh-server",
     "python3",
+    "python3-cryptography",
+    "python3-psycopg2",
+    "sudo",
     "systemd",
     "systemd-sysv",
 )
+
+#: The user deploys connect as, with passwordless sudo, as production does; root may not log
+#: in over SSH (a test turns that on for one host to keep the root path covered).
+DEPLOY_USER = "deploy"
+DEPLOY_UID = 1000
 
 #: Debian packages the lab itself needs on the host.
 HOST_PACKAGES = {

@@ -13,7 +13,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from mmpush.lab.layout import ROOTFS_PACKAGES, SUITE, LabPaths
+from mmpush.lab.layout import DEPLOY_UID, DEPLOY_USER, ROOTFS_PACKAGES, SUITE, LabPaths
 from mmpush.lab.sh import LabError, run
 
 COMPLETE_MARKER = ".mmpush-rootfs-complete"
@@ -21,14 +21,17 @@ COMPLETE_MARKER = ".mmpush-rootfs-complete"
 #: Run by mmdebstrap on the finished tree ("$1" is its root). Every lab host shares this
 #: tree read-only (overlayfs), so nothing host-specific may stay in it: the SSH host keys
 #: and the machine id are made per host when it is created.
-CUSTOMIZE = r"""
+CUSTOMIZE = rf"""
 set -e
 rm -f "$1"/etc/ssh/ssh_host_*
 : > "$1"/etc/machine-id
+chroot "$1" useradd --create-home --shell /bin/bash --uid {DEPLOY_UID} {DEPLOY_USER}
+echo '{DEPLOY_USER} ALL=(ALL:ALL) NOPASSWD: ALL' > "$1"/etc/sudoers.d/{DEPLOY_USER}
+chmod 440 "$1"/etc/sudoers.d/{DEPLOY_USER}
 cat > "$1"/etc/ssh/sshd_config.d/mmpush-lab.conf <<END
 HostKey /etc/ssh/ssh_host_ed25519_key
 PasswordAuthentication no
-PermitRootLogin prohibit-password
+PermitRootLogin no
 UseDNS no
 END
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do

@@ -114,9 +114,13 @@ def ssh_config_file(
 @pytest.fixture
 def host(inventory_host: InventoryHost, ssh_config_file: Path) -> testinfra.host.Host:
     """The testinfra host for ``inventory_host`` (OpenSSH, strict host keys, no lingering
-    control master)."""
+    control master), through sudo when the inventory connects with ``_sudo`` (as production
+    does: a user with sudo, not root)."""
     return testinfra.get_host(
-        f"ssh://{inventory_host.name}", ssh_config=str(ssh_config_file), controlpersist=0
+        f"ssh://{inventory_host.name}",
+        ssh_config=str(ssh_config_file),
+        controlpersist=0,
+        sudo=bool(inventory_host.data.get("_sudo")),
     )
 
 
