@@ -24,6 +24,8 @@ NGINX_CONF = "/etc/nginx/nginx.conf"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 PUSH_FRONT_CONF = "/etc/nginx/conf.d/mmpush-push-front.conf"
 DEFAULT_SERVER_CONF = "/etc/nginx/conf.d/mmpush-00-default-server.conf"
+#: Debian's "Welcome to nginx!" page, written by the package's postinst.
+DEBIAN_DEFAULT_PAGE = "/var/www/html/index.nginx-debian.html"
 
 
 def hardened_nginx_conf() -> str:
@@ -57,6 +59,7 @@ def install_nginx() -> None:
     apt.packages(
         name="NGINX and OpenSSL", packages=["nginx", "openssl"], update=True, cache_time=3600
     )
+    files.file(name="No Debian default page", path=DEBIAN_DEFAULT_PAGE, present=False)
     files.directory(name=ACME_WEBROOT, path=ACME_WEBROOT, user="root", group="root", mode="755")
     nginx_files(
         name="Hardened nginx.conf, default server refusing unknown names (nginx -t, reload)",
