@@ -18,7 +18,7 @@ demo: deps
 test: deps
 	$(VENV)/ruff check .
 	$(VENV)/pytest tests/unit
-	$(VENV)/pytest tests/lab; rc=$$?; $(VENV)/mmpush lab down >/dev/null 2>&1 || true; exit $$rc
+	MMPUSH_LAB_REQUIRED=1 $(VENV)/pytest tests/lab; rc=$$?; $(VENV)/mmpush lab down >/dev/null 2>&1 || true; exit $$rc
 
 unit: deps
 	$(VENV)/pytest tests/unit

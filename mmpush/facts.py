@@ -47,7 +47,7 @@ class PrivateFileState(FactBase[dict[str, object]]):
     def command(self, path: str) -> str:
         quoted = shlex.quote(path)
         return (
-            f"p={quoted}; if [ ! -f \"$p\" ]; then echo missing; exit 0; fi; "
+            f'p={quoted}; if [ ! -f "$p" ]; then echo missing; exit 0; fi; '
             't=$(readlink -f -- "$p"); echo "target=$t"; '
             'if [ -w "$t" ] && [ -w "$(dirname -- "$t")" ]; then echo writable=yes; '
             "else echo writable=no; fi; "
@@ -89,7 +89,7 @@ class MattermostEnvironment(FactBase[dict[str, list[str]]]):
                 "| sed -E 's/^[[:space:]]*\"?//; s/=$//; s/^/unit\\t/'",
                 f"for f in $(systemctl show {u} -p EnvironmentFiles --value 2>/dev/null "
                 "| sed 's/ (ignore_errors=[a-z]*)//'); do f=${f#-}; [ -f \"$f\" ] && "
-                f"sed -nE \"s/^[[:space:]]*(export[[:space:]]+)?({name})[[:space:]]*=.*/"
+                f'sed -nE "s/^[[:space:]]*(export[[:space:]]+)?({name})[[:space:]]*=.*/'
                 'file $f\\t\\2/p" "$f"; done',
                 "systemctl show-environment 2>/dev/null "
                 f"| sed -nE 's/^({name})=.*/manager\\t\\1/p'",

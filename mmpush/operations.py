@@ -25,6 +25,7 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, Link, Sha256File
 from pyinfra.operations import systemd
@@ -43,6 +44,12 @@ from mmpush.transactions import (
     replace_file_script,
     temp_beside,
 )
+
+
+class HostNotChangeable(PyinfraError):
+    """A host cannot be changed safely (e.g. a read-only config file); raised while pyinfra
+    prepares, so the run stops before any host is touched, with this one-line message."""
+
 
 # --- talking to the host from inside an operation -------------------------------------------
 
@@ -186,9 +193,10 @@ def json_values(path: str, values: Mapping[tuple[str, ...], Any], backup: bool =
         host.noop(f"{path} already has these settings")
         return
     if not info["writable"]:
-        raise OperationError(
+        raise HostNotChangeable(
             f"{path} on {host.name} cannot be changed: {info['target']} or its directory is "
-            "not writable (a read-only mount?); it was left untouched"
+            "not writable (a read-only mount?); it was left untouched and nothing was changed on "
+            "any host"
         )
     for keys, value in values.items():
         old = _lookup(current, keys)

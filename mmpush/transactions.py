@@ -143,8 +143,8 @@ def replace_file_script(
         f"staged={q(change.staged)}",
         "tmp=",
         "partial=",
-        "cleanup() { rm -f -- \"$staged\" ${tmp:+\"$tmp\"} ${partial:+\"$partial\"}; }",
-        "fail() { cleanup; say \"$*: $path was not changed\"; exit 1; }",
+        'cleanup() { rm -f -- "$staged" ${tmp:+"$tmp"} ${partial:+"$partial"}; }',
+        'fail() { cleanup; say "$*: $path was not changed"; exit 1; }',
         "trap 'cleanup; say \"interrupted: $path was not changed\"; exit 1' HUP INT TERM",
     ]
     if follow_symlink:
@@ -162,7 +162,7 @@ def replace_file_script(
         ]
     if backup_suffix is not None:
         lines += [
-            f"backup=\"$path\"{q(backup_suffix)}",
+            f'backup="$path"{q(backup_suffix)}',
             'if [ -e "$path" ]; then',
             '  partial="$backup.mmpush-partial"',
             '  copy_checked "$path" "$partial" '
@@ -259,8 +259,8 @@ NGINX_TRANSACTION_BODY = r"""rollback() {
 abort() {
   trap - HUP INT TERM
   if [ "$phase" = applying ]; then
-    if rollback; then say "$*: every file was put back from its verified copy and NGINX was" \
-      "not reloaded; it still serves the previous configuration"; fi
+    if rollback; then say "$*: rolled back: every file was put back from its verified copy" \
+      "and NGINX was not reloaded; it still serves the previous configuration"; fi
   else
     for i in "${!news[@]}"; do [ -z "${news[$i]}" ] || rm -f -- "${news[$i]}"; done
     rm -rf -- "$backup"
@@ -315,7 +315,7 @@ def new_private_key_script(key_path: str) -> str:
             [
                 PRELUDE,
                 f"key={q(key_path)}",
-                f'tmp={q(temp_beside(key_path))}',
+                f"tmp={q(temp_beside(key_path))}",
                 "trap 'rm -f -- \"$tmp\"' EXIT",
                 f"mkdir -p -- {q(directory)} && chmod 700 -- {q(directory)}",
                 'if [ -e "$key" ]; then exit 0; fi',

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -89,9 +92,159 @@ def planned_changes(*data: str, deploy_file: str = "deploys/eas.py") -> dict[str
     return changes
 
 
-def verify(*data: str) -> subprocess.CompletedProcess[str]:
-    """``pytest tests/verify --inventory inventories/lab.py [--data k=v ...]``, as ops run it."""
-    args = [str(BIN / "pytest"), "tests/verify", "--inventory", "inventories/lab.py", "-q"]
-    for item in data:
-        args += ["--data", item]
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+def verify(*data: str, inventory: str = "inventories/lab.py") -> VerifyRun:
+    """``pytest tests/verify --inventory inventories/lab.py [--data k=v ...]``, as ops run it,
+    with each check's outcome read from its JUnit XML report (see :class:`VerifyRun`)."""
+    with tempfile.TemporaryDirectory(prefix="mmpush-verify-") as tmp:
+        report = Path(tmp) / "verify.xml"
+        args = [str(BIN / "pytest"), "tests/verify", "--inventory", inventory, "-q"]
+        args += ["-p", "no:cacheprovider", f"--junitxml={report}"]
+        for item in data:
+            args += ["--data", item]
+        result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+        outcomes = parse_junit(report.read_text()) if report.exists() else []
+    return VerifyRun(result.returncode, result.stdout, result.stderr, outcomes)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One verify check on one host: ``test_eas.py::test_x[push1]`` passed, skipped, failed."""
+
+    module: str
+    name: str
+    outcome: str
+    message: str = ""
+
+    @property
+    def test(self) -> str:
+        """The check's name without its host: ``test_x``."""
+        return self.name.split("[", 1)[0]
+
+
+def parse_junit(xml: str) -> list[Outcome]:
+    """Every test case of a pytest JUnit XML report, with its outcome."""
+    outcomes = []
+    for case in ElementTree.fromstring(xml).iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1] + ".py"
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("skipped", "failure", "error"):
+                outcome = {"skipped": "skipped", "failure": "failed", "error": "error"}[child.tag]
+                message = child.get("message", "")
+        outcomes.append(Outcome(module, case.get("name", ""), outcome, message))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    """What a run of the verify suite did, check by check."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    outcomes: list[Outcome]
+
+    def named(self, outcome: str) -> list[str]:
+        return sorted(f"{o.module}::{o.name}" for o in self.outcomes if o.outcome == outcome)
+
+    def assert_passed(self, expected_skips: dict[str, str] | None = None) -> None:
+        """The run passed, every check ran, and the only skips are ``expected_skips``
+        (``{"test_module.py::test_name[host]": "text in the skip reason"}``, stated by the
+        test): a run that skipped its way to green fails here."""
+        expected_skips = expected_skips or {}
+        problems = self.named("failed") + self.named("error")
+        assert self.returncode == 0 and not problems, (
+            f"verify failed ({self.returncode}): {problems}\n{self.stdout[-4000:]}"
+        )
+        assert self.outcomes, f"verify ran no check:\n{self.stdout[-2000:]}"
+        skipped = {
+            f"{o.module}::{o.name}": o.message for o in self.outcomes if o.outcome == "skipped"
+        }
+        unexpected = [(n, skipped[n]) for n in sorted(set(skipped) - set(expected_skips))]
+        assert not unexpected, f"checks skipped that must run: {unexpected}"
+        missing = sorted(set(expected_skips) - set(skipped))
+        assert not missing, f"checks that should have been skipped but ran: {missing}"
+        for name, reason in expected_skips.items():
+            assert reason in skipped[name], f"{name} skipped for {skipped[name]!r}, not {reason!r}"
+
+    def passed_count(self) -> int:
+        return len(self.named("passed"))
+
+    def failures_naming(self, text: str) -> list[str]:
+        """Failed checks whose message or name mentions ``text`` (a host, a variable)."""
+        return [
+            f"{o.module}::{o.name}"
+            for o in self.outcomes
+            if o.outcome in ("failed", "error") and (text in o.message or text in o.name)
+        ]
+
+
+# --- what the verify suite must run on the lab, mode by mode (stated here, not computed) ----
+
+#: The outbound proxy's checks (tests/verify/test_outbound_proxy.py): proxy1, hpns mode only.
+OUTBOUND_CHECKS = (
+    "test_nginx_is_running_and_starts_at_boot",
+    "test_nginx_config_is_valid",
+    "test_proxy_listens_on_its_port",
+    "test_clients_trust_the_proxy_certificate",
+    "test_proxy_certificate_is_not_about_to_expire",
+    "test_proxy_speaks_tls_1_2_or_1_3",
+    "test_proxy_refuses_tls_1_1",
+    "test_proxy_sends_hsts",
+    "test_version_is_forwarded_to_the_upstream",
+    "test_a_push_through_the_proxy_is_accepted",
+    "test_only_the_push_api_is_forwarded",
+    "test_clients_outside_the_allowed_networks_are_refused",
+    "test_upstream_certificate_and_name_are_verified",
+    "test_upstream_is_reached_as_configured",
+    "test_only_allowed_networks_may_connect",
+)
+#: The push proxy's checks (tests/verify/test_eas.py): push1, eas mode only.
+EAS_CHECKS = (
+    "test_push_proxy_is_running_and_starts_at_boot",
+    "test_push_proxy_runs_as_its_own_user_not_root",
+    "test_push_proxy_comes_back_after_a_crash",
+    "test_push_proxy_is_sandboxed",
+    "test_push_proxy_is_reachable_only_through_nginx",
+    "test_nginx_listens_on_http_and_https",
+    "test_the_configured_release_is_the_current_one",
+    "test_push_proxy_reports_the_configured_version",
+    "test_push_proxy_config_is_private_and_on_loopback",
+    "test_push_proxy_knows_every_configured_app",
+    "test_credentials_are_readable_only_by_the_push_proxy",
+    "test_credentials_on_the_host_are_the_configured_ones",
+    "test_nginx_config_is_valid",
+    "test_nginx_never_enables_tls_1_0_or_1_1",
+    "test_nginx_hides_its_version",
+    "test_debian_default_site_is_gone",
+    "test_clients_trust_the_push_certificate",
+    "test_push_certificate_is_not_about_to_expire",
+    "test_push_url_speaks_tls_1_2_or_1_3",
+    "test_push_url_refuses_tls_1_1",
+    "test_push_url_sends_hsts",
+    "test_plain_http_redirects_to_https",
+    "test_acme_challenges_are_served_on_port_80",
+    "test_a_push_through_the_push_url_is_accepted",
+)
+MATTERMOST_HOSTS = ("mm1",)
+
+
+def lab_skips(mode: str, outbound_proxy: bool = True) -> dict[str, str]:
+    """The verify checks that must be skipped on the lab in ``mode``, each with the text its
+    skip reason must contain. Everything else must run and pass."""
+    skips: dict[str, str] = {}
+    if mode != "eas":
+        skips.update({f"test_eas.py::{t}[push1]": "not 'eas'" for t in EAS_CHECKS})
+    if mode != "hpns" or not outbound_proxy:
+        skips.update(
+            {f"test_outbound_proxy.py::{t}[proxy1]": "not 'hpns'" for t in OUTBOUND_CHECKS}
+        )
+    for mm in MATTERMOST_HOSTS:
+        if mode != "off":
+            skips[f"test_modes.py::test_off_mode_sends_no_push_and_names_no_server[{mm}]"] = (
+                "not 'off'"
+            )
+        else:
+            check = "test_mattermost_reaches_its_push_service_over_trusted_tls"
+            skips[f"test_modes.py::{check}[{mm}]"] = "has no server"
+    return skips

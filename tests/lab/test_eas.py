@@ -23,7 +23,7 @@ from tests.lab.helpers import (
     SshRunner,
     deploy,
     grand_total,
-    mmpush,
+    lab_skips,
     planned_changes,
     verify,
 )
@@ -35,14 +35,9 @@ PUSH_NAME = "push.lab.test"
 
 
 @pytest.fixture(scope="module")
-def eas(lab: dict[str, Any]) -> dict[str, Any]:
+def eas(eas_site: dict[str, Any]) -> dict[str, Any]:
     """A fresh lab (other test modules changed hosts), then the first EAS deploy."""
-    up = mmpush("lab", "up")
-    assert up.returncode == 0, up.stderr
-    state = json.loads(mmpush("lab", "status", "--json").stdout)
-    first = deploy("deploys/eas.py")
-    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
-    return {"state": state, "first": first}
+    return eas_site
 
 
 def ip_of(state: dict[str, Any], name: str) -> str:
@@ -85,8 +80,7 @@ def test_first_deploy_on_a_fresh_lab_succeeds(eas: dict[str, Any]) -> None:
 
 
 def test_verify_suite_passes_after_the_deploy(eas: dict[str, Any]) -> None:
-    result = verify()
-    assert result.returncode == 0, result.stdout[-4000:]
+    verify().assert_passed(lab_skips("eas"))
 
 
 def test_second_run_reports_no_change(eas: dict[str, Any]) -> None:
@@ -277,22 +271,29 @@ def test_credentials_never_appear_in_output_and_land_0600(
     assert deploy("deploys/eas.py").returncode == 0
 
 
-def test_an_environment_override_that_would_win_over_config_json_is_reported(
+def test_an_environment_override_that_would_win_over_config_json_stops_the_run(
     eas: dict[str, Any], on: SshRunner
 ) -> None:
     dropin = "/etc/systemd/system/mattermost.service.d/mmpush-test-override.conf"
     variable = "MM_EMAILSETTINGS_PUSHNOTIFICATIONSERVER"
+    before = on("mm1", f"sha256sum {CONFIG}").stdout
     try:
         on(
             "mm1",
             f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nEnvironment={variable}="
             f"https://elsewhere.example\\n' > {dropin} && systemctl daemon-reload",
         )
-        result = deploy("deploys/eas.py")
+        result = deploy("deploys/eas.py", "push_contents=full")
         output = result.stdout + result.stderr
-        assert result.returncode == 0, output[-2000:]
-        assert variable in output and "wins over config.json" in output
+        assert result.returncode != 0, output[-2000:]
+        assert variable in output and "Environment=" in output
+        assert "mattermost_accept_env_overrides" in output
+        assert "Starting operation" not in output
+        assert on("mm1", f"sha256sum {CONFIG}").stdout == before
         verified = verify()
-        assert verified.returncode != 0 and variable in verified.stdout
+        assert verified.returncode != 0
+        assert verified.failures_naming(variable) == [
+            "test_modes.py::test_no_environment_variable_overrides_the_push_settings[mm1]"
+        ]
     finally:
         on("mm1", f"rm -f {dropin} && systemctl daemon-reload")

@@ -477,20 +477,36 @@ def test_upstream_is_reached_as_configured(
             )
 
 
+#: The variable the proxy's geo block sets to 1 for allowed clients (templates/nginx/
+#: outbound-proxy.conf.j2); the server refuses the others before anything else answers.
+ALLOWED_VARIABLE = "$mmpush_outbound_client_allowed"
+
+
 @outbound_proxies
 def test_only_allowed_networks_may_connect(
-    site: Directive, outbound: OutboundProxySettings
+    conf: Directive, site: Directive, outbound: OutboundProxySettings
 ) -> None:
     if not outbound.allowed_networks:
         pytest.skip("outbound_proxy_allowed_networks is empty: every client may use the proxy")
-    rules = [(d.name, " ".join(d.args)) for d in site.block or () if d.name in ("allow", "deny")]
-    allowed = [value for name, value in rules if name == "allow"]
-    missing = [n for n in outbound.allowed_networks if n not in allowed]
-    assert not missing, (
-        f"{OUTBOUND_CONF}: no `allow` for {missing} (outbound_proxy_allowed_networks); "
-        f"the proxy's server has {rules or 'no allow/deny'}"
+    geos = [d for d in conf.find("geo") if d.args and d.args[-1] == ALLOWED_VARIABLE]
+    assert geos, f"{OUTBOUND_CONF}: no `geo {ALLOWED_VARIABLE}` block: nobody is refused"
+    entries = {d.name: " ".join(d.args) for d in geos[0].block or ()}
+    assert entries.get("default") == "0", (
+        f"{OUTBOUND_CONF}: geo {ALLOWED_VARIABLE} does not default to 0: {entries}"
     )
-    assert rules and rules[-1] == ("deny", "all"), (
-        f"{OUTBOUND_CONF}: the proxy's server does not end its access rules with `deny all` "
-        f"(rules: {rules}): clients outside {list(outbound.allowed_networks)} get in"
+    allowed = sorted(name for name, value in entries.items() if value == "1")
+    assert allowed == sorted(outbound.allowed_networks), (
+        f"{OUTBOUND_CONF}: the proxy lets {allowed} in, outbound_proxy_allowed_networks says "
+        f"{sorted(outbound.allowed_networks)}"
+    )
+    # the gate is in the server block itself (a location's `return` would answer first)
+    gates = [
+        d
+        for d in site.find("if")
+        if ALLOWED_VARIABLE in " ".join(d.args)
+        and any(r.name == "return" and r.args[:1] == ("403",) for r in d.block or ())
+    ]
+    assert gates, (
+        f"{OUTBOUND_CONF}: the proxy's server never refuses clients outside "
+        f"{list(outbound.allowed_networks)} (no `if ({ALLOWED_VARIABLE} = 0) {{ return 403; }}`)"
     )
