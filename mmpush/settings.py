@@ -9,24 +9,38 @@ names the host, the key, the bad value and what is allowed:
     settings.eas.push_name            # "push.example.com"
     settings.mattermost.contents      # "generic"
 
+``load_certificate_settings(host)`` reads only what certificate renewal needs
+(deploys/certs.py): the ACME settings and the names of the managed certificates.
+
+Checks that apply to all data, whatever the host does:
+- a key that is not a setting (group_data/all.py, ``KNOWN_KEYS``) is refused with the closest
+  known key, except pyinfra's own (``_sudo``...), connector data (``ssh_*``...), the lab's
+  (``lab_*``) and the site's own keys listed in ``extra_data_keys``;
+- a value starting with ``CHANGE-ME`` is a placeholder the site has not replaced: refused,
+  with the rest of its text saying what to put there.
+
 Credential files are read on the control node (paths outside the repo, or ``env:NAME`` for an
-environment variable holding the content); their content is kept out of ``repr`` so it never
-reaches logs.
+environment variable holding the content) and parsed as the push proxy would parse them
+(mmpush.credentials); their content is kept out of ``repr`` and of every message.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+import string
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
 
+from mmpush import credentials
 from mmpush.acme import LETSENCRYPT_PRODUCTION
 
 PUSH_MODES = ("eas", "hpns", "tpns", "off")
@@ -44,25 +58,142 @@ HPNS_REGIONS = {
 TPNS_URL = "https://push-test.mattermost.com"
 PUSH_PROXY_RELEASE_URL = (
     "https://github.com/mattermost/mattermost-push-proxy/releases/download/"
-    "v{version}/mattermost-push-proxy-linux-amd64.tar.gz"
+    "v{version}/mattermost-push-proxy-linux-{arch}.tar.gz"
 )
+#: The placeholders push_proxy_url may contain.
+RELEASE_URL_FIELDS = ("version", "arch")
+#: ``uname -m`` -> the Go architecture name in release archive names.
+RELEASE_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+#: The Mattermost server stops waiting for the push proxy after this many seconds.
+MATTERMOST_PUSH_TIMEOUT_SEC = 30
+
+#: Every setting, as documented in group_data/all.py (a unit test keeps the two in sync).
+KNOWN_KEYS = frozenset(
+    {
+        # push mode
+        "push_mode",
+        # Mattermost servers
+        "push_contents",
+        "push_contents_force",
+        "mattermost_config_path",
+        "mattermost_service",
+        "mattermost_log_level",
+        # EAS: the push proxy's public name and its front
+        "push_name",
+        "push_https_port",
+        "push_front_extra_config",
+        "push_front_allowed_networks",
+        # EAS: the release
+        "push_proxy_version",
+        "push_proxy_url",
+        "push_proxy_sha256",
+        "push_proxy_archive",
+        # EAS: the push proxy
+        "push_proxy_listen_port",
+        "push_proxy_throttle_per_sec",
+        "push_proxy_throttle_memory_store_size",
+        "push_proxy_send_timeout_sec",
+        "push_proxy_retry_timeout_sec",
+        "push_proxy_metrics",
+        "push_proxy_metrics_allowed_networks",
+        "push_proxy_log_format",
+        "push_proxy_https_proxy",
+        "push_proxy_no_proxy",
+        # EAS: app credentials
+        "push_proxy_apple",
+        "push_proxy_android",
+        # certificates
+        "acme_directory_url",
+        "acme_email",
+        "acme_ca_bundle",
+        "acme_account_key_file",
+        "acme_renew_days",
+        # HPNS
+        "hpns_region",
+        "hpns_use_outbound_proxy",
+        # HPNS: outbound proxy
+        "outbound_proxy_name",
+        "outbound_proxy_port",
+        "outbound_proxy_upstream",
+        "outbound_proxy_allowed_networks",
+        "outbound_proxy_resolvers",
+        "outbound_proxy_ca_bundle",
+        "outbound_proxy_keepalive",
+        # the site's own data keys
+        "extra_data_keys",
+    }
+)
+#: The fields of one push_proxy_apple / push_proxy_android entry.
+APPLE_ENTRY_KEYS = frozenset(
+    {
+        "type",
+        "topic",
+        "development",
+        "auth_key_file",
+        "auth_key_id",
+        "team_id",
+        "certificate_file",
+        "certificate_password_file",
+    }
+)
+ANDROID_ENTRY_KEYS = frozenset({"type", "service_account_file"})
+#: Data that is not ours but may be in host data: pyinfra's connectors'.
+CONNECTOR_PREFIXES = (
+    "ssh_",
+    "winrm_",
+    "docker_",
+    "local_",
+    "chroot_",
+    "vagrant_",
+    "terraform_",
+    "dockerssh_",
+)
+#: The lab inventory's own data (mmpush/lab/inventory.py).
+LAB_PREFIX = "lab_"
+#: A value starting with this is a placeholder the site must replace.
+PLACEHOLDER = "CHANGE-ME"
+#: NGINX blocks a snippet inside the TLS server block may not open.
+NGINX_REFUSED_BLOCKS = ("http", "events", "stream", "mail", "server", "upstream")
 
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_ANY_CASE_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+([-+.][0-9A-Za-z.-]+)?$")
 _APPLE_ID = re.compile(r"^[A-Z0-9]{10}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\@-]+$")
+_UNIT_SUFFIXES = (
+    "service",
+    "socket",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "target",
+    "path",
+    "timer",
+    "slice",
+    "scope",
+)
+_SENSITIVE_NAME = re.compile(r"pass|secret|token|private|credential", re.IGNORECASE)
 
 
 class SettingsError(PyinfraError, ValueError):
     """A setting is invalid. The message names host, key, value and what is allowed.
 
     A PyinfraError, so the pyinfra CLI prints the message alone and stops before any
-    operation runs on any host."""
+    operation runs on any host.
 
-    def __init__(self, host: str, key: str, value: object, allowed: str) -> None:
+        SettingsError("push1", "push_https_port", 80, "not 80").args[0]
+        == "host push1: push_https_port = 80 is invalid: not 80"
+    """
+
+    def __init__(
+        self, host: str, key: str, value: object, allowed: str, problem: str = "is invalid"
+    ) -> None:
         self.host, self.key, self.value, self.allowed = host, key, value, allowed
-        super().__init__(f"host {host}: {key} = {value!r} is invalid: {allowed}")
+        super().__init__(f"host {host}: {key} = {value!r} {problem}: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -118,15 +249,51 @@ class AcmeConfig:
     renew_days: int | None = None
 
 
+def release_arch(machine: str) -> str:
+    """The Go architecture name of release archives for a host's ``uname -m``.
+
+    release_arch("x86_64") == "amd64"; release_arch("aarch64") == "arm64"
+    Any other architecture raises ValueError: the push proxy ships no release for it.
+    """
+    arch = RELEASE_ARCHES.get(machine.strip())
+    if arch is None:
+        raise ValueError(
+            f"the push proxy publishes Linux releases for x86_64 (linux-amd64) and aarch64 "
+            f"(linux-arm64) only; this host's architecture is {machine.strip()!r}"
+        )
+    return arch
+
+
 @dataclass(frozen=True)
 class PushProxyArtifact:
     """The push proxy release: a URL the host downloads, or a local archive uploaded to it
-    (air-gapped sites). Either way pinned by sha256."""
+    (air-gapped sites). Either way pinned by sha256.
+
+    ``url_template`` may hold ``{version}`` and ``{arch}``; ``url_for("arm64")`` fills them.
+    """
 
     version: str
     sha256: str
-    url: str | None
+    url_template: str | None
     archive: Path | None
+
+    def url_for(self, arch: str) -> str:
+        """The download URL for a Go architecture name (see :func:`release_arch`).
+
+        artifact.url_for("arm64")
+        == ".../v6.5.0/mattermost-push-proxy-linux-arm64.tar.gz"
+        """
+        if self.url_template is None:
+            raise ValueError("this release is a local archive (push_proxy_archive), not a URL")
+        if arch not in set(RELEASE_ARCHES.values()):
+            raise ValueError(f"unknown release architecture {arch!r}: amd64 or arm64")
+        return self.url_template.format(version=self.version, arch=arch)
+
+    @property
+    def url(self) -> str | None:
+        """The amd64 download URL (None for a local archive); kept for callers that do not
+        yet pass the host's architecture to :meth:`url_for`."""
+        return None if self.url_template is None else self.url_for("amd64")
 
 
 @dataclass(frozen=True)
@@ -146,6 +313,14 @@ class EasSettings:
     front_extra_config: str
     apple: tuple[ApplePush, ...]
     android: tuple[AndroidPush, ...]
+    #: The egress proxy for APNs/FCM (``HTTPS_PROXY`` of the push proxy), or None.
+    https_proxy: str | None = None
+    #: Hosts reached without the egress proxy (``NO_PROXY``).
+    no_proxy: tuple[str, ...] = ()
+    #: Who may read ``/metrics`` (besides loopback); empty: loopback only.
+    metrics_allowed_networks: tuple[str, ...] = ()
+    #: Who may use the push front; empty: any client.
+    front_allowed_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,10 +354,12 @@ class OutboundProxySettings:
 
     @property
     def upstream_host(self) -> str:
+        """The upstream's DNS name: ``push.mattermost.com``."""
         return self.upstream_url.removeprefix("https://").split("/")[0].split(":")[0]
 
     @property
     def upstream_port(self) -> int:
+        """The upstream's port: 443 unless the URL names one."""
         authority = self.upstream_url.removeprefix("https://").split("/")[0]
         return int(authority.split(":")[1]) if ":" in authority else 443
 
@@ -204,6 +381,9 @@ class Settings:
     #: The outbound proxy's URL when HPNS goes through it (from the inventory's
     #: outbound_proxies), else None: HPNS is reached directly.
     hpns_outbound_url: str | None = None
+    #: Things that work today but need attention soon (e.g. an APNs certificate expiring
+    #: within 30 days), each naming host and key; deploys log them.
+    warnings: tuple[str, ...] = ()
 
     def in_group(self, group: str) -> bool:
         return group in self.groups
@@ -221,15 +401,32 @@ class Settings:
         return None
 
 
+@dataclass(frozen=True)
+class CertificateSettings:
+    """What certificate renewal (deploys/certs.py) needs for one host, and nothing else."""
+
+    host: str
+    acme: AcmeConfig
+    #: The TLS names whose certificates this project manages on the host.
+    names: tuple[str, ...]
+
+
 # --- readers: one per kind of value, each raising SettingsError ---------------------------
 
 
 class _Reader:
-    """Reads and checks host data values, naming ``host`` in every error."""
+    """Reads and checks host data values, naming ``host`` in every error; collects warnings."""
 
-    def __init__(self, host: str, data: Mapping[str, Any]) -> None:
+    def __init__(
+        self, host: str, data: Mapping[str, Any], warnings: list[str] | None = None
+    ) -> None:
         self.host = host
         self.data = data
+        self.warnings: list[str] = [] if warnings is None else warnings
+
+    def sub(self, data: Mapping[str, Any]) -> _Reader:
+        """A reader of other data (an app entry) for the same host, sharing the warnings."""
+        return _Reader(self.host, data, self.warnings)
 
     def error(self, key: str, value: object, allowed: str) -> SettingsError:
         return SettingsError(self.host, key, value, allowed)
@@ -250,14 +447,20 @@ class _Reader:
             raise self.error(key, value, "true or false (a Python bool)")
         return value
 
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
+    def integer(self, key: str, default: int, low: int, high: int, why: str = "") -> int:
         value = self.raw(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.error(key, value, f"a whole number from {low} to {high}")
+            raise self.error(key, value, f"a whole number from {low} to {high}{why}")
         return value
 
-    def port(self, key: str, default: int) -> int:
-        return self.integer(key, default, 1, 65535)
+    def port(self, key: str, default: int, low: int = 1, why: str = "") -> int:
+        """A TCP port; never 80, where NGINX serves ACME challenges and the redirect."""
+        value = self.integer(key, default, low, 65535, why)
+        if value == 80:
+            raise self.error(
+                key, value, "a port other than 80 (NGINX serves ACME HTTP-01 challenges there)"
+            )
+        return value
 
     def dns_name(self, key: str, default: str | None = None) -> str:
         value = self.raw(key, default)
@@ -289,8 +492,18 @@ class _Reader:
             or len(value) <= len("https://")
             or any(c.isspace() for c in value)
         ):
-            raise self.error(key, value, "an https:// URL")
+            raise self.error(key, value, "an https:// URL (no whitespace)")
         return value
+
+    def string_list(self, key: str, example: str) -> list[str]:
+        """A list of strings (``[]`` when unset); a lone string is refused."""
+        values = self.raw(key, [])
+        if isinstance(values, str) or not isinstance(values, list | tuple):
+            raise self.error(key, values, f"a list, e.g. {example}")
+        for value in values:
+            if not isinstance(value, str):
+                raise self.error(key, value, f"a list of strings, e.g. {example}")
+        return list(values)
 
     def local_file(self, key: str, value: object) -> Path:
         if not isinstance(value, str | os.PathLike) or not value:
@@ -324,6 +537,282 @@ def is_dns_name(value: object) -> bool:
     return all(_DNS_LABEL.fullmatch(label) for label in value.split("."))
 
 
+def _is_host_name(value: str) -> bool:
+    """A host name in any case, one label or more (``proxy``, ``Proxy.corp.example``)."""
+    if not value or len(value) > 253 or _is_ip(value):
+        return False
+    return all(_ANY_CASE_LABEL.fullmatch(label) for label in value.split("."))
+
+
+def _is_ip(value: str, version: int | None = None) -> bool:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return version is None or address.version == version
+
+
+def _port_number(text: str) -> int | None:
+    """``"53"`` -> 53; None unless ASCII digits from 1 to 65535 (``"5_3"``, ``" 53"``: None)."""
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
+        return None
+    return int(text)
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """``"[2001:db8::1]:53"`` -> ``("2001:db8::1", "53")``; ``"a.example"`` -> ``(.., None)``.
+    An IPv6 address without brackets comes back whole, with no port."""
+    if text.startswith("["):
+        match = re.fullmatch(r"\[([^\[\]]*)\](?::(.*))?", text)
+        if not match:
+            return text, None
+        return match.group(1), match.group(2)
+    if text.count(":") > 1:
+        return text, None
+    host, colon, port = text.partition(":")
+    return host, port if colon else None
+
+
+def release_url_problem(template: str) -> str | None:
+    """Why ``template`` is not a usable push_proxy_url, or None.
+
+    release_url_problem("https://x.example/v{version}/{foo}.tgz")
+    == "unknown placeholder {foo}: only {version} and {arch}"
+    """
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as error:
+        return f"unbalanced braces ({error}); only {{version}} and {{arch}} are filled in"
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in RELEASE_URL_FIELDS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "")
+            shown += (f":{spec}" if spec else "") + "}"
+            return f"unknown placeholder {shown}: only {{version}} and {{arch}}"
+    return None
+
+
+# --- NGINX snippets -----------------------------------------------------------------------------
+
+
+class _SnippetError(ValueError):
+    """A snippet NGINX would misread or that would leave its block."""
+
+
+def _nginx_statements(text: str) -> Iterator[tuple[str, list[str], int]]:
+    """The statements of an NGINX config snippet, as ``(end, words, line)`` with ``end`` one of
+    ``";"``, ``"{"``, ``"}"``. Tokenized as NGINX's ``ngx_conf_read_token`` does
+    (src/core/ngx_conf_file.c): ``#`` comments at a word's start, '...' and "..." quotes,
+    backslash escapes, ``${`` inside variables; ``{``/``;`` end a word, ``}`` only closes a
+    block where a new statement would start. Raises _SnippetError where NGINX would fail."""
+    words: list[str] = []
+    word: list[str] = []
+    line = 1
+    last_space, need_space, comment, escaped, variable = True, False, False, False, False
+    quote = ""
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if comment:
+            comment = ch != "\n"
+            continue
+        if escaped:
+            escaped = False
+            word.append(ch)
+            continue
+        if need_space:
+            need_space = False
+            last_space = True
+            if ch in " \t\r\n":
+                continue
+            if ch in ";{":
+                yield ch, words, line
+                words = []
+                continue
+            if ch != ")":  # NGINX lets ")" follow a quoted string, as a word of its own
+                raise _SnippetError(f"line {line}: unexpected {ch!r} right after a quoted string")
+        if last_space:
+            if ch in " \t\r\n":
+                continue
+            if ch in ";{":
+                if not words:
+                    raise _SnippetError(f"line {line}: unexpected {ch!r} (no directive before it)")
+                yield ch, words, line
+                words = []
+                continue
+            if ch == "}":
+                if words:
+                    raise _SnippetError(
+                        f"line {line}: unexpected '}}' (the directive {words[0]!r} before it "
+                        "needs a ';')"
+                    )
+                yield ch, [], line
+                continue
+            if ch == "#":
+                comment = True
+                continue
+            last_space = False
+            if ch in "\"'":
+                quote = ch
+                word = []
+                continue
+            word = [ch]
+            escaped, variable = ch == "\\", ch == "$"
+            continue
+        if ch == "{" and variable:
+            word.append(ch)
+            continue
+        variable = False
+        if ch == "\\":
+            escaped = True
+            word.append(ch)
+            continue
+        if ch == "$":
+            variable = True
+            word.append(ch)
+            continue
+        if quote:
+            if ch == quote:
+                quote, need_space = "", True
+                words.append("".join(word))
+            else:
+                word.append(ch)
+            continue
+        if ch in " \t\r\n;{":
+            words.append("".join(word))
+            last_space = True
+            if ch in ";{":
+                yield ch, words, line
+                words = []
+            continue
+        word.append(ch)
+    if quote:
+        raise _SnippetError(f"a {quote} quote is never closed")
+    if escaped:
+        raise _SnippetError("the snippet ends with a backslash")
+    if words or not last_space:
+        raise _SnippetError(
+            f"line {line}: the last directive is not terminated by ';' (it would swallow the "
+            "template's next line)"
+        )
+
+
+def nginx_snippet_problem(text: str) -> str | None:
+    """Why ``text`` cannot go inside the push front's TLS ``server { }`` block, or None.
+
+    nginx_snippet_problem("access_log off;") is None
+    nginx_snippet_problem("} server {") == "line 1: '}' would close the server block ..."
+    Balanced blocks such as ``location /x { ... }`` are fine; ``server``, ``http``,
+    ``events``, ``stream``, ``mail`` and ``upstream`` blocks are not.
+    """
+    open_blocks: list[tuple[str, int]] = []
+    try:
+        for end, words, line in _nginx_statements(text):
+            if end == "{":
+                name = words[0].lower()
+                if name in NGINX_REFUSED_BLOCKS:
+                    return (
+                        f"line {line}: a {name!r} block; the snippet goes inside the push "
+                        "front's server block (use location/if blocks and directives)"
+                    )
+                open_blocks.append((words[0], line))
+            elif end == "}":
+                if not open_blocks:
+                    return f"line {line}: '}}' would close the server block (braces must balance)"
+                open_blocks.pop()
+    except _SnippetError as error:
+        return str(error)
+    if open_blocks:
+        name, line = open_blocks[-1]
+        return f"line {line}: the {name!r} block is never closed (braces must balance)"
+    return None
+
+
+# --- data-wide checks: unknown keys, placeholders ---------------------------------------------
+
+
+def _shown(key: str, value: object) -> object:
+    """A value fit for a message: hidden when the key's name suggests a secret."""
+    return "<hidden>" if _SENSITIVE_NAME.search(key) else value
+
+
+def _unknown(key: str, known: frozenset[str]) -> str:
+    """'unknown setting; did you mean push_contents?' (difflib's closest match)."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    if close:
+        return f"unknown setting; did you mean {close[0]}?"
+    return (
+        "unknown setting (the settings are documented in group_data/all.py; list a site's "
+        "own data keys in extra_data_keys)"
+    )
+
+
+def _extra_data_keys(read: _Reader) -> frozenset[str]:
+    names = read.string_list("extra_data_keys", "['site_owner']")
+    for name in names:
+        if not name.isidentifier():
+            raise read.error("extra_data_keys", name, "data key names (Python identifiers)")
+    return frozenset(names)
+
+
+def _refuse_unknown_keys(read: _Reader) -> None:
+    """Every key of the data is a setting, connector/pyinfra/lab data or a declared extra."""
+    extra = _extra_data_keys(read)
+    for key, value in read.data.items():
+        allowed = (
+            key in KNOWN_KEYS
+            or key in extra
+            or key.startswith(("_", LAB_PREFIX, *CONNECTOR_PREFIXES))
+        )
+        if not allowed:
+            raise read.error(key, _shown(key, value), _unknown(key, KNOWN_KEYS))
+    for list_key, known in (
+        ("push_proxy_apple", APPLE_ENTRY_KEYS),
+        ("push_proxy_android", ANDROID_ENTRY_KEYS),
+    ):
+        entries = read.data.get(list_key)
+        if not isinstance(entries, list | tuple):
+            continue
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):
+                continue
+            for name, value in entry.items():
+                if name not in known:
+                    key = f"{list_key}[{index}].{name}"
+                    raise read.error(key, _shown(str(name), value), _unknown(str(name), known))
+
+
+def _placeholders(key: str, value: object) -> Iterator[tuple[str, str]]:
+    """(key, text) of every string starting with CHANGE-ME in a value, lists and dicts
+    included: ``push_proxy_apple[0].topic``."""
+    if isinstance(value, str):
+        if value.startswith(PLACEHOLDER):
+            yield key, value
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            yield from _placeholders(f"{key}.{name}", item)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _placeholders(f"{key}[{index}]", item)
+
+
+def _refuse_placeholders(read: _Reader) -> None:
+    """A setting still holding a ``CHANGE-ME...`` placeholder stops the run, saying what goes
+    there: ``push_name = "CHANGE-ME: the push proxy's public DNS name"``."""
+    for top in read.data:
+        if top not in KNOWN_KEYS:
+            continue
+        for key, text in _placeholders(top, read.data[top]):
+            hint = text[len(PLACEHOLDER) :].lstrip(" :-") or "replace it with the site's value"
+            raise SettingsError(read.host, key, text, hint, problem="is a placeholder")
+
+
+def _check_data(read: _Reader) -> None:
+    _refuse_unknown_keys(read)
+    _refuse_placeholders(read)
+
+
 # --- sections ------------------------------------------------------------------------------
 
 
@@ -333,16 +822,65 @@ def _unique_type(read: _Reader, key: str, kind: str, seen: list[str]) -> None:
         raise read.error(f"{key}.type", kind, "one entry per app type (this type is listed twice)")
 
 
+def _apple_token(read: _Reader, key: str, kind: str, topic: str, dev: bool) -> ApplePush:
+    entry_key = f"{key}.auth_key_file"
+    secret = read.secret(entry_key, read.data[entry_key])
+    try:
+        credentials.check_apns_auth_key(secret.content, secret.source)
+    except credentials.CredentialError as error:
+        raise read.error(entry_key, secret.source, f"app type {kind}: {error}") from None
+    return ApplePush(
+        kind,
+        topic,
+        dev,
+        auth_key=secret,
+        auth_key_id=read.text(
+            f"{key}.auth_key_id", pattern=_APPLE_ID, allowed="Apple's 10-character key id"
+        ),
+        team_id=read.text(
+            f"{key}.team_id", pattern=_APPLE_ID, allowed="Apple's 10-character team id"
+        ),
+    )
+
+
+def _apple_certificate(read: _Reader, key: str, kind: str, topic: str, dev: bool) -> ApplePush:
+    certificate = read.secret(f"{key}.certificate_file", read.data[f"{key}.certificate_file"])
+    password_value = read.raw(f"{key}.certificate_password_file")
+    password = (
+        read.secret(f"{key}.certificate_password_file", password_value) if password_value else None
+    )
+    try:
+        text = credentials.certificate_password(password.content) if password else ""
+        info = credentials.check_apns_certificate(
+            certificate.content, text, topic, datetime.now(UTC), certificate.source
+        )
+    except credentials.CredentialError as error:
+        value: object = certificate.source
+        if error.field == "certificate_password_file":
+            value = password.source if password else None
+        elif error.field == "topic":
+            value = topic
+        raise read.error(
+            f"{key}.{error.field or 'certificate_file'}", value, f"app type {kind}: {error}"
+        ) from None
+    for warning in info.warnings:
+        read.warnings.append(
+            f"host {read.host}: {key}.certificate_file ({certificate.source}, app type {kind}): "
+            f"{warning}"
+        )
+    return ApplePush(kind, topic, dev, certificate=certificate, certificate_password=password)
+
+
 def _apple_entries(read: _Reader) -> tuple[ApplePush, ...]:
     entries = read.raw("push_proxy_apple", [])
     if not isinstance(entries, list | tuple):
         raise read.error("push_proxy_apple", entries, "a list of dicts (see group_data/all.py)")
-    apple = []
+    apple: list[ApplePush] = []
     for index, entry in enumerate(entries):
         key = f"push_proxy_apple[{index}]"
         if not isinstance(entry, Mapping):
             raise read.error(key, entry, "a dict with type, topic and credentials")
-        sub = _Reader(read.host, {f"{key}.{k}": v for k, v in entry.items()})
+        sub = read.sub({f"{key}.{k}": v for k, v in entry.items()})
         kind = sub.choice(f"{key}.type", APPLE_TYPES)
         _unique_type(read, key, kind, [a.type for a in apple])
         if entry.get("auth_key_file") and entry.get("certificate_file"):
@@ -356,37 +894,9 @@ def _apple_entries(read: _Reader) -> tuple[ApplePush, ...]:
         )
         development = sub.boolean(f"{key}.development", False)
         if entry.get("auth_key_file"):
-            apple.append(
-                ApplePush(
-                    kind,
-                    topic,
-                    development,
-                    auth_key=sub.secret(f"{key}.auth_key_file", entry["auth_key_file"]),
-                    auth_key_id=sub.text(
-                        f"{key}.auth_key_id",
-                        pattern=_APPLE_ID,
-                        allowed="Apple's 10-character key id",
-                    ),
-                    team_id=sub.text(
-                        f"{key}.team_id", pattern=_APPLE_ID, allowed="Apple's 10-character team id"
-                    ),
-                )
-            )
+            apple.append(_apple_token(sub, key, kind, topic, development))
         elif entry.get("certificate_file"):
-            password = entry.get("certificate_password_file")
-            apple.append(
-                ApplePush(
-                    kind,
-                    topic,
-                    development,
-                    certificate=sub.secret(f"{key}.certificate_file", entry["certificate_file"]),
-                    certificate_password=(
-                        sub.secret(f"{key}.certificate_password_file", password)
-                        if password
-                        else None
-                    ),
-                )
-            )
+            apple.append(_apple_certificate(sub, key, kind, topic, development))
         else:
             raise read.error(
                 key,
@@ -400,20 +910,22 @@ def _android_entries(read: _Reader) -> tuple[AndroidPush, ...]:
     entries = read.raw("push_proxy_android", [])
     if not isinstance(entries, list | tuple):
         raise read.error("push_proxy_android", entries, "a list of dicts (see group_data/all.py)")
-    android = []
+    android: list[AndroidPush] = []
     for index, entry in enumerate(entries):
         key = f"push_proxy_android[{index}]"
         if not isinstance(entry, Mapping):
             raise read.error(key, entry, "a dict with type and service_account_file")
-        sub = _Reader(read.host, {f"{key}.{k}": v for k, v in entry.items()})
+        sub = read.sub({f"{key}.{k}": v for k, v in entry.items()})
         kind = sub.choice(f"{key}.type", ANDROID_TYPES)
         _unique_type(read, key, kind, [a.type for a in android])
-        android.append(
-            AndroidPush(
-                kind,
-                sub.secret(f"{key}.service_account_file", entry.get("service_account_file")),
-            )
-        )
+        secret = sub.secret(f"{key}.service_account_file", entry.get("service_account_file"))
+        try:
+            credentials.check_fcm_service_account(secret.content)
+        except credentials.CredentialError as error:
+            raise sub.error(
+                f"{key}.service_account_file", secret.source, f"app type {kind}: {error}"
+            ) from None
+        android.append(AndroidPush(kind, secret))
     return tuple(android)
 
 
@@ -435,29 +947,144 @@ def _artifact(read: _Reader) -> PushProxyArtifact:
                 "push_proxy_sha256", sha256, f"the sha256 of {archive} (which is {actual})"
             )
         return PushProxyArtifact(version, sha256, None, archive)
-    url = read.https_url("push_proxy_url", PUSH_PROXY_RELEASE_URL).format(version=version)
-    return PushProxyArtifact(version, sha256, url, None)
+    template = read.https_url("push_proxy_url", PUSH_PROXY_RELEASE_URL)
+    problem = release_url_problem(template)
+    if problem:
+        raise read.error("push_proxy_url", template, problem)
+    return PushProxyArtifact(version, sha256, template, None)
+
+
+def _https_port(read: _Reader) -> int:
+    return read.port("push_https_port", 443)
+
+
+def _listen_port(read: _Reader, https_port: int) -> int:
+    """The push proxy's loopback port: unprivileged (it runs as its own user) and not a port
+    NGINX listens on."""
+    port = read.port(
+        "push_proxy_listen_port", 8066, 1024, " (unprivileged: the proxy runs as its own user)"
+    )
+    if port == https_port:
+        raise read.error(
+            "push_proxy_listen_port",
+            port,
+            f"a port other than push_https_port ({https_port}) and 80: NGINX listens there",
+        )
+    return port
+
+
+def _timeouts(read: _Reader) -> tuple[int, int]:
+    """(send, retry) seconds. The push proxy spends at most the send timeout on a push, each
+    attempt at most the retry timeout (server/apple_notification_server.go,
+    server/config_push_proxy.go), and must answer before Mattermost stops waiting."""
+    send = read.integer(
+        "push_proxy_send_timeout_sec",
+        25,
+        1,
+        MATTERMOST_PUSH_TIMEOUT_SEC - 1,
+        f" (the Mattermost server stops waiting after {MATTERMOST_PUSH_TIMEOUT_SEC} s)",
+    )
+    retry = read.integer("push_proxy_retry_timeout_sec", 8, 1, 2**31 - 1)
+    if retry > send:
+        raise read.error(
+            "push_proxy_retry_timeout_sec",
+            retry,
+            f"a whole number from 1 to push_proxy_send_timeout_sec ({send}): one attempt "
+            "cannot outlast the whole send",
+        )
+    return send, retry
+
+
+def _front_extra_config(read: _Reader) -> str:
+    text = read.text(
+        "push_front_extra_config", "", allowed="NGINX directives for the TLS server block (text)"
+    )
+    problem = nginx_snippet_problem(text)
+    if problem:
+        raise read.error(
+            "push_front_extra_config",
+            text,
+            f"NGINX directives for inside the TLS server block: {problem}",
+        )
+    return text
+
+
+def _proxy_url(read: _Reader, key: str) -> str | None:
+    """An egress proxy URL ``http(s)://host[:port]`` (no path, no credentials), or None."""
+    value = read.raw(key)
+    if value is None:
+        return None
+    allowed = "None or http://host[:port] / https://host[:port] (no path, no user:password@)"
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise read.error(key, value, allowed)
+    match = re.fullmatch(r"(https?)://([^/?#@]+)/?", value)
+    if not match:
+        raise read.error(key, value, allowed)
+    host, port = _split_host_port(match.group(2))
+    host_ok = (
+        _is_host_name(host)
+        or _is_ip(host, 4)
+        or (_is_ip(host, 6) and match.group(2).startswith("["))
+    )
+    if not host_ok or (port is not None and _port_number(port) is None):
+        raise read.error(key, value, allowed)
+    return value.rstrip("/")
+
+
+def _no_proxy_entry(text: str) -> bool:
+    """A NO_PROXY entry: a host or domain (``.example.com``, ``*.example.com``), an IP or a
+    CIDR, a name or address optionally with ``:port``."""
+    if "/" in text:
+        try:
+            ipaddress.ip_network(text, strict=False)
+            return True
+        except ValueError:
+            return False
+    host, port = _split_host_port(text)
+    if port is not None and _port_number(port) is None:
+        return False
+    if _is_ip(host):
+        return True
+    domain = host.removeprefix("*.") if host.startswith("*.") else host.removeprefix(".")
+    return _is_host_name(domain)
+
+
+def _no_proxy(read: _Reader) -> tuple[str, ...]:
+    example = "['10.0.0.0/8', '.internal.example', 'localhost']"
+    entries = read.string_list("push_proxy_no_proxy", example)
+    for entry in entries:
+        if not _no_proxy_entry(entry):
+            raise read.error(
+                "push_proxy_no_proxy",
+                entry,
+                f"a host name, .domain, IP address or CIDR ({example})",
+            )
+    return tuple(entries)
 
 
 def _eas(read: _Reader) -> EasSettings:
+    https_port = _https_port(read)
+    send_timeout, retry_timeout = _timeouts(read)
     return EasSettings(
         push_name=read.dns_name("push_name"),
-        https_port=read.port("push_https_port", 443),
+        https_port=https_port,
         artifact=_artifact(read),
-        listen_port=read.port("push_proxy_listen_port", 8066),
+        listen_port=_listen_port(read, https_port),
         throttle_per_sec=read.integer("push_proxy_throttle_per_sec", 300, 1, 1_000_000),
         throttle_memory_store_size=read.integer(
             "push_proxy_throttle_memory_store_size", 50000, 1, 100_000_000
         ),
-        send_timeout_sec=read.integer("push_proxy_send_timeout_sec", 30, 1, 600),
-        retry_timeout_sec=read.integer("push_proxy_retry_timeout_sec", 8, 1, 600),
+        send_timeout_sec=send_timeout,
+        retry_timeout_sec=retry_timeout,
         enable_metrics=read.boolean("push_proxy_metrics", False),
         log_format=read.choice("push_proxy_log_format", ("plain", "json"), "plain"),
-        front_extra_config=read.text(
-            "push_front_extra_config", "", allowed="NGINX directives (text), checked by nginx -t"
-        ),
+        front_extra_config=_front_extra_config(read),
         apple=_apple_entries(read),
         android=_android_entries(read),
+        https_proxy=_proxy_url(read, "push_proxy_https_proxy"),
+        no_proxy=_no_proxy(read),
+        metrics_allowed_networks=_networks(read, "push_proxy_metrics_allowed_networks"),
+        front_allowed_networks=_networks(read, "push_front_allowed_networks"),
     )
 
 
@@ -478,12 +1105,35 @@ def _acme(read: _Reader) -> AcmeConfig:
     return AcmeConfig(directory, email, ca_bundle, key_file, renew_days)
 
 
+def is_unit_name(value: object) -> bool:
+    """A systemd service name as ``systemctl restart`` takes it: ``mattermost``,
+    ``mattermost.service``, ``mattermost@blue``; never an option (``--help``) or another unit
+    type (``mattermost.socket``)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or value.startswith("-"):
+        return False
+    if not _UNIT_CHARS.fullmatch(value):
+        return False
+    stem = value.removesuffix(".service")
+    if not stem or stem.rpartition(".")[2] in _UNIT_SUFFIXES:
+        return False
+    prefix, at, instance = stem.partition("@")
+    return bool(prefix) and (not at or (bool(instance) and "@" not in instance))
+
+
 def _mattermost(read: _Reader, push_mode: str) -> MattermostSettings:
     contents = read.choice("push_contents", PUSH_CONTENTS, "generic")
     force = read.boolean("push_contents_force", False)
     level = read.raw("mattermost_log_level")
     if level is not None:
         level = read.choice("mattermost_log_level", LOG_LEVELS)
+    service = read.raw("mattermost_service", "mattermost")
+    if not is_unit_name(service):
+        raise read.error(
+            "mattermost_service",
+            service,
+            "a systemd service name (letters, digits, :_.\\@-, not starting with '-', "
+            "optionally ending in .service, at most 256 characters), e.g. mattermost",
+        )
     return MattermostSettings(
         config_path=read.text(
             "mattermost_config_path",
@@ -491,9 +1141,7 @@ def _mattermost(read: _Reader, push_mode: str) -> MattermostSettings:
             re.compile(r"^/\S+\.json$"),
             "an absolute path to config.json",
         ),
-        service=read.text(
-            "mattermost_service", "mattermost", re.compile(r"^[\w@.-]+$"), "a systemd unit name"
-        ),
+        service=service,
         contents=contents,
         contents_force=force,
         log_level=level,
@@ -513,45 +1161,71 @@ def _networks(read: _Reader, key: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def resolver_problem(text: object) -> str | None:
+    """Why ``text`` is not an NGINX resolver address, or None: ``IPv4``, ``IPv4:port``,
+    ``[IPv6]`` or ``[IPv6]:port``, the port from 1 to 65535.
+
+    resolver_problem("2001:db8::53") == "write an IPv6 address in brackets: [2001:db8::53]"
+    """
+    allowed = "an IP address: 192.0.2.53, 192.0.2.53:5353, [2001:db8::53] or [2001:db8::53]:53"
+    if not isinstance(text, str):
+        return allowed
+    if _is_ip(text, 6):
+        return f"write an IPv6 address in brackets: [{text}]"
+    host, port = _split_host_port(text)
+    bracketed = text.startswith("[")
+    if not _is_ip(host, 6 if bracketed else 4):
+        return allowed
+    if port is not None and _port_number(port) is None:
+        return f"{allowed}; the port is a number from 1 to 65535"
+    return None
+
+
 def _resolvers(read: _Reader, key: str) -> tuple[str, ...]:
     values = read.raw(key, [])
     if isinstance(values, str) or not isinstance(values, list | tuple):
         raise read.error(key, values, "a list of DNS servers, e.g. ['192.0.2.53', '10.0.0.2:53']")
-    resolvers = []
     for value in values:
-        text = str(value)
-        # "192.0.2.53:5353" has one colon; an IPv6 address has several and no port here
-        address, port = text.rsplit(":", 1) if text.count(":") == 1 else (text, "")
-        try:
-            ipaddress.ip_address(address)
-            if port and not 1 <= int(port) <= 65535:
-                raise ValueError(port)
-        except ValueError:
-            raise read.error(key, value, "an IP address, optionally with :port") from None
-        resolvers.append(str(value))
-    return tuple(resolvers)
+        problem = resolver_problem(value)
+        if problem:
+            raise read.error(key, value, problem)
+    return tuple(values)
+
+
+def _upstream(read: _Reader, default: str) -> str:
+    """``https://<DNS name>[:port]``: no path, a port from 1 to 65535."""
+    value = read.https_url("outbound_proxy_upstream", default)
+    authority, _, path = value.removeprefix("https://").partition("/")
+    host, colon, port = authority.partition(":")
+    if path or not is_dns_name(host) or (colon and _port_number(port) is None):
+        raise read.error(
+            "outbound_proxy_upstream",
+            value,
+            "https://<DNS name>[:port] with no path, the port from 1 to 65535",
+        )
+    return f"https://{authority}"
+
+
+def _ca_bundle(read: _Reader, key: str) -> Secret | None:
+    value = read.raw(key)
+    if not value:
+        return None
+    secret = read.secret(key, value)
+    try:
+        credentials.check_ca_bundle(secret.content)
+    except credentials.CredentialError as error:
+        raise read.error(key, secret.source, str(error)) from None
+    return secret
 
 
 def _outbound(read: _Reader, hpns_region: str) -> OutboundProxySettings:
-    upstream = read.https_url("outbound_proxy_upstream", HPNS_REGIONS[hpns_region])
-    authority = upstream.removeprefix("https://").split("/")[0]
-    host_part, _, port_part = authority.partition(":")
-    if (
-        not is_dns_name(host_part)
-        or (port_part and not port_part.isdigit())
-        or (upstream.rstrip("/") != f"https://{authority}")
-    ):
-        raise read.error(
-            "outbound_proxy_upstream", upstream, "https://<DNS name>[:port] with no path"
-        )
-    bundle = read.raw("outbound_proxy_ca_bundle")
     return OutboundProxySettings(
         name=read.dns_name("outbound_proxy_name"),
         port=read.port("outbound_proxy_port", 8000),
-        upstream_url=upstream.rstrip("/"),
+        upstream_url=_upstream(read, HPNS_REGIONS[hpns_region]),
         allowed_networks=_networks(read, "outbound_proxy_allowed_networks"),
         resolvers=_resolvers(read, "outbound_proxy_resolvers"),
-        ca_bundle=read.secret("outbound_proxy_ca_bundle", bundle) if bundle else None,
+        ca_bundle=_ca_bundle(read, "outbound_proxy_ca_bundle"),
         keepalive=read.boolean("outbound_proxy_keepalive", False),
     )
 
@@ -582,6 +1256,7 @@ def settings_from_data(
     settings_from_data("push1", ("push_proxies",), {"push_mode": "eas", ...})
     """
     read = _Reader(name, data)
+    _check_data(read)
     push_mode = read.choice("push_mode", PUSH_MODES)
     uses_push_name = push_mode == "eas" and {"mattermost", "push_proxies"} & set(groups)
     eas = _eas(read) if push_mode == "eas" and "push_proxies" in groups else None
@@ -600,9 +1275,10 @@ def settings_from_data(
         acme=_acme(read),
         hpns_region=hpns_region,
         push_name=read.dns_name("push_name") if uses_push_name else None,
-        push_https_port=read.port("push_https_port", 443),
+        push_https_port=_https_port(read),
         outbound=outbound,
         hpns_outbound_url=_hpns_outbound_url(read, push_mode, hpns_region, outbound_proxies),
+        warnings=tuple(read.warnings),
     )
 
 
@@ -644,6 +1320,33 @@ def load_settings(host: Any) -> Settings:
         if "mattermost" in groups
     }
     return settings_from_data(host.name, groups, host.data.dict(), proxies)
+
+
+def certificate_settings_from_data(
+    name: str, groups: tuple[str, ...], data: Mapping[str, Any]
+) -> CertificateSettings:
+    """What certificate renewal needs, validating only that (plus the data-wide unknown-key
+    and placeholder checks): no push credential or release archive is read or required.
+
+    certificate_settings_from_data("push1", ("push_proxies",), data).names
+    == ("push.example.com",)
+    """
+    read = _Reader(name, data)
+    _check_data(read)
+    push_mode = read.choice("push_mode", PUSH_MODES)
+    names = []
+    if push_mode == "eas" and "push_proxies" in groups:
+        names.append(read.dns_name("push_name"))
+    if push_mode == "hpns" and "outbound_proxies" in groups:
+        names.append(read.dns_name("outbound_proxy_name"))
+    return CertificateSettings(host=name, acme=_acme(read), names=tuple(names))
+
+
+def load_certificate_settings(host: Any) -> CertificateSettings:
+    """``load_certificate_settings(host)`` in deploys/certs.py: the current pyinfra host's
+    certificate settings."""
+    groups = tuple(getattr(host, "groups", ()) or ())
+    return certificate_settings_from_data(host.name, groups, host.data.dict())
 
 
 def require_mode(settings: Settings, mode: str) -> None:

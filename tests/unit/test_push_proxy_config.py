@@ -1,9 +1,12 @@
 """mmpush.push_proxy: the push proxy's config file and where credentials land on the host.
-Pure logic: settings are built from group_data/all.py defaults and files in tmp_path."""
+Pure logic: settings are built from group_data/all.py defaults and files in tmp_path (real
+credentials: the settings parse them as the push proxy would)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,16 @@ import pytest
 
 from mmpush.push_proxy import CREDENTIALS_DIR, credentials, proxy_config
 from mmpush.settings import EasSettings, SettingsError, settings_from_data
-from tests.unit.defaults import DEFAULTS, SHA
+from tests.unit.defaults import (
+    APNS_PASSWORD,
+    DEFAULTS,
+    SHA,
+    apns_pem,
+    certificate,
+    fcm_json,
+    p8_key,
+    rsa_key,
+)
 
 CREDS = "/etc/mattermost-push-proxy/credentials"
 
@@ -19,17 +31,24 @@ CREDS = "/etc/mattermost-push-proxy/credentials"
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
     contents = {
-        "p8": b"P8-KEY-CONTENT",
-        "pem": b"APNS-CERT-AND-KEY-CONTENT",
-        "password": b"s3cret password\n",
-        "fcm": b'{"private_key": "FCM-CONTENT"}',
-        "fcm_beta": b'{"private_key": "FCM-BETA-CONTENT"}',
+        "p8": p8_key(),
+        "pem": apns_pem(certificate(rsa_key(), uid="com.example.classic")),
+        "password": APNS_PASSWORD.encode() + b"\n",
+        "fcm": fcm_json(project_id="fcm-rn"),
+        "fcm_beta": fcm_json(project_id="fcm-beta"),
     }
     paths = {}
     for name, content in contents.items():
         paths[name] = tmp_path / name
         paths[name].write_bytes(content)
     return paths
+
+
+def key_lines(path: Path) -> list[str]:
+    """The base64 lines of the PEM bodies in a credential file (also inside JSON strings)."""
+    text = path.read_text().replace("\\n", "\n")
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if re.fullmatch(r"[A-Za-z0-9+/=]{40,}", line)]
 
 
 def token_entry(files: dict[str, Path], **overrides: Any) -> dict[str, Any]:
@@ -103,11 +122,11 @@ def test_settings_values_reach_the_config(files: dict[str, Path]) -> None:
 
 
 def test_retry_timeout_is_capped_at_the_send_timeout(files: dict[str, Path]) -> None:
-    config = proxy_config(
-        eas(files, push_proxy_send_timeout_sec=30, push_proxy_retry_timeout_sec=120)
-    )
-    assert config["SendTimeoutSec"] == 30
-    assert config["RetryTimeoutSec"] == 30
+    # the settings refuse a longer retry; the config still caps one, as the proxy does
+    settings = dataclasses.replace(eas(files), send_timeout_sec=20, retry_timeout_sec=120)
+    config = proxy_config(settings)
+    assert config["SendTimeoutSec"] == 20
+    assert config["RetryTimeoutSec"] == 20
 
 
 def test_a_token_key_entry_points_at_its_p8_and_has_no_certificate(
@@ -136,7 +155,7 @@ def test_a_certificate_entry_points_at_its_pem_with_the_password_from_its_secret
         "ApplePushTopic": "com.example.classic",
         "ApplePushCertPrivate": f"{CREDS}/apple.pem",
         # read from certificate_password_file, trailing newline stripped
-        "ApplePushCertPassword": "s3cret password",
+        "ApplePushCertPassword": APNS_PASSWORD,
         "AppleAuthKeyFile": "",
         "AppleAuthKeyID": "",
         "AppleTeamID": "",
@@ -146,6 +165,7 @@ def test_a_certificate_entry_points_at_its_pem_with_the_password_from_its_secret
 def test_a_certificate_without_password_file_has_an_empty_password(
     files: dict[str, Path],
 ) -> None:
+    files["pem"].write_bytes(apns_pem(certificate(rsa_key(), uid=None), password=None))
     entry = cert_entry(files, certificate_password_file=None)
     config = proxy_config(eas(files, push_proxy_apple=[entry]))
     assert config["ApplePushSettings"][0]["ApplePushCertPassword"] == ""
@@ -155,10 +175,11 @@ def test_a_certificate_without_password_file_has_an_empty_password(
 def test_a_certificate_password_from_the_environment(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MMPUSH_TEST_APNS_PASSWORD", "from-env")
+    monkeypatch.setenv("MMPUSH_TEST_APNS_PASSWORD", APNS_PASSWORD)
+    files["password"].write_text("not the password\n")  # the environment wins
     entry = cert_entry(files, certificate_password_file="env:MMPUSH_TEST_APNS_PASSWORD")
     config = proxy_config(eas(files, push_proxy_apple=[entry]))
-    assert config["ApplePushSettings"][0]["ApplePushCertPassword"] == "from-env"
+    assert config["ApplePushSettings"][0]["ApplePushCertPassword"] == APNS_PASSWORD
 
 
 def test_android_entries_point_at_their_service_account_file(files: dict[str, Path]) -> None:
@@ -185,8 +206,9 @@ def test_no_credentials_give_empty_lists(files: dict[str, Path]) -> None:
 
 def test_the_config_is_json_and_holds_no_credential_file_content(files: dict[str, Path]) -> None:
     text = json.dumps(proxy_config(eas(files)))
-    for secret in ("P8-KEY-CONTENT", "APNS-CERT-AND-KEY-CONTENT", "FCM-CONTENT"):
-        assert secret not in text
+    for name in ("p8", "pem", "fcm", "fcm_beta"):
+        lines = key_lines(files[name])
+        assert len(lines) >= 3 and not any(line in text for line in lines)
 
 
 def test_credentials_paths_are_unique_per_type_and_carry_their_secret(
@@ -194,10 +216,10 @@ def test_credentials_paths_are_unique_per_type_and_carry_their_secret(
 ) -> None:
     placed = {c.path: c.secret.content for c in credentials(eas(files))}
     assert placed == {
-        f"{CREDS}/apple_rn.p8": b"P8-KEY-CONTENT",
-        f"{CREDS}/apple.pem": b"APNS-CERT-AND-KEY-CONTENT",
-        f"{CREDS}/android_rn.json": b'{"private_key": "FCM-CONTENT"}',
-        f"{CREDS}/android.json": b'{"private_key": "FCM-BETA-CONTENT"}',
+        f"{CREDS}/apple_rn.p8": files["p8"].read_bytes(),
+        f"{CREDS}/apple.pem": files["pem"].read_bytes(),
+        f"{CREDS}/android_rn.json": files["fcm"].read_bytes(),
+        f"{CREDS}/android.json": files["fcm_beta"].read_bytes(),
     }
     assert len(credentials(eas(files))) == len(placed)
     assert all(c.path.startswith(f"{CREDS}/") for c in credentials(eas(files)))
@@ -217,7 +239,8 @@ def test_every_file_the_config_names_is_a_placed_credential(files: dict[str, Pat
 
 def test_the_certificate_password_is_not_placed_as_a_file(files: dict[str, Path]) -> None:
     contents = [c.secret.content for c in credentials(eas(files))]
-    assert b"s3cret password\n" not in contents
+    assert APNS_PASSWORD.encode() + b"\n" not in contents
+    assert not any(APNS_PASSWORD.encode() in content for content in contents)
 
 
 def test_two_apple_entries_of_the_same_type_are_refused(files: dict[str, Path]) -> None:

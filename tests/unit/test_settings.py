@@ -5,39 +5,50 @@ what is allowed. Also what the settings become in Mattermost's config.json
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from mmpush.mattermost import env_name, push_values
 from mmpush.settings import (
+    KNOWN_KEYS,
+    CertificateSettings,
     Secret,
     Settings,
     SettingsError,
+    certificate_settings_from_data,
+    load_certificate_settings,
+    nginx_snippet_problem,
+    release_arch,
     require_mode,
     settings_from_data,
 )
-from tests.unit.defaults import DEFAULTS, SHA
+from tests.unit.defaults import (
+    APNS_PASSWORD,
+    DEFAULTS,
+    SHA,
+    apns_pem,
+    certificate,
+    ec_key,
+    fcm_json,
+    p8_key,
+    private_pem,
+    rsa_key,
+    write_credentials,
+)
 
 HOST = "push1.example.net"
 BOTH = ("push_proxies", "mattermost")
 
-AUTH_KEY = b"-----BEGIN PRIVATE KEY-----\nAUTH-KEY-CONTENT\n-----END PRIVATE KEY-----\n"
-FCM_JSON = b'{"type": "service_account", "private_key": "FCM-KEY-CONTENT"}\n'
-
 
 @pytest.fixture
 def creds(tmp_path: Path) -> dict[str, Path]:
-    """Credential files on the 'control node'."""
-    files = {
-        "auth_key": (tmp_path / "AuthKey_ABCDE12345.p8", AUTH_KEY),
-        "fcm": (tmp_path / "fcm.json", FCM_JSON),
-    }
-    for path, content in files.values():
-        path.write_bytes(content)
-    return {name: path for name, (path, _) in files.items()}
+    """Valid credential files on the 'control node' (tests.unit.defaults.write_credentials)."""
+    return write_credentials(tmp_path)
 
 
 @pytest.fixture
@@ -65,6 +76,13 @@ def eas_data(creds: dict[str, Path]) -> Callable[..., dict[str, Any]]:
         }
 
     return make
+
+
+def key_lines(content: bytes) -> list[str]:
+    """The base64 lines of the PEM bodies in ``content`` (also inside JSON strings)."""
+    text = content.decode().replace("\\n", "\n")
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if re.fullmatch(r"[A-Za-z0-9+/=]{40,}", line)]
 
 
 def data(**overrides: Any) -> dict[str, Any]:
@@ -112,8 +130,15 @@ def test_valid_eas_data_gives_the_expected_settings(
         "https://github.com/mattermost/mattermost-push-proxy/releases/download/"
         "v6.5.0/mattermost-push-proxy-linux-amd64.tar.gz"
     )
-    assert (eas.send_timeout_sec, eas.retry_timeout_sec) == (30, 8)
+    assert eas.artifact.url_template == (
+        "https://github.com/mattermost/mattermost-push-proxy/releases/download/"
+        "v{version}/mattermost-push-proxy-linux-{arch}.tar.gz"
+    )
+    assert (eas.send_timeout_sec, eas.retry_timeout_sec) == (25, 8)
     assert eas.enable_metrics is False and eas.log_format == "plain"
+    assert eas.https_proxy is None and eas.no_proxy == ()
+    assert eas.metrics_allowed_networks == () and eas.front_allowed_networks == ()
+    assert settings.warnings == ()
     (apple,) = eas.apple
     assert (apple.type, apple.topic, apple.development) == (
         "apple_rn",
@@ -121,11 +146,13 @@ def test_valid_eas_data_gives_the_expected_settings(
         False,
     )
     assert (apple.auth_key_id, apple.team_id) == ("ABCDE12345", "TEAM123456")
-    assert apple.auth_key is not None and apple.auth_key.content == AUTH_KEY
+    assert apple.auth_key is not None
+    assert apple.auth_key.content == creds["auth_key"].read_bytes()
     assert apple.auth_key.source == str(creds["auth_key"])
     assert apple.certificate is None
     (android,) = eas.android
-    assert android.type == "android_rn" and android.service_account.content == FCM_JSON
+    assert android.type == "android_rn"
+    assert android.service_account.content == creds["fcm"].read_bytes()
     assert settings.mattermost.contents == "generic"
     assert settings.mattermost.contents_force is False
     assert settings.mattermost.config_path == "/opt/mattermost/config/config.json"
@@ -134,6 +161,29 @@ def test_valid_eas_data_gives_the_expected_settings(
     assert settings.acme.directory_url == "https://acme-v02.api.letsencrypt.org/directory"
     assert settings.acme.email is None and settings.acme.renew_days is None
     assert settings.hpns_region == "global"
+
+
+def test_the_code_defaults_are_the_documented_defaults(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    # every optional setting left out of the data gives what group_data/all.py documents
+    documented = eas_data()
+    required = {
+        "push_mode",
+        "push_proxy_version",
+        "push_name",
+        "push_proxy_sha256",
+        "push_proxy_apple",
+        "push_proxy_android",
+    }
+    minimal = {key: documented[key] for key in required}
+    assert settings_from_data(HOST, BOTH, minimal) == settings_from_data(HOST, BOTH, documented)
+    for mode in ("hpns", "tpns", "off"):
+        groups = ("mattermost", "outbound_proxies")
+        site = {"push_mode": mode, "outbound_proxy_name": "push.internal.example"}
+        assert settings_from_data(HOST, groups, site) == settings_from_data(
+            HOST, groups, data(**site)
+        )
 
 
 def test_a_custom_https_port_appears_in_the_push_server_url(
@@ -145,17 +195,13 @@ def test_a_custom_https_port_appears_in_the_push_server_url(
 
 
 def test_an_apple_certificate_entry_reads_the_certificate_and_its_password(
-    eas_data: Callable[..., dict[str, Any]], tmp_path: Path
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
 ) -> None:
-    pem = tmp_path / "apns.pem"
-    pem.write_bytes(b"CERT-AND-KEY")
-    password = tmp_path / "apns.password"
-    password.write_bytes(b"hunter2\n")
     entry = {
         "type": "apple",
         "topic": "com.example.mattermost",
-        "certificate_file": str(pem),
-        "certificate_password_file": str(password),
+        "certificate_file": str(creds["apns_pem"]),
+        "certificate_password_file": str(creds["apns_password"]),
         "development": True,
     }
     settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
@@ -163,9 +209,11 @@ def test_an_apple_certificate_entry_reads_the_certificate_and_its_password(
     (apple,) = settings.eas.apple
     assert apple.development is True
     assert apple.auth_key is None
-    assert apple.certificate is not None and apple.certificate.content == b"CERT-AND-KEY"
+    assert apple.certificate is not None
+    assert apple.certificate.content == creds["apns_pem"].read_bytes()
     assert apple.certificate_password is not None
-    assert apple.certificate_password.content == b"hunter2\n"
+    assert apple.certificate_password.content == APNS_PASSWORD.encode() + b"\n"
+    assert settings.warnings == ()
 
 
 def test_a_local_archive_with_the_pinned_sha256_is_uploaded_instead_of_downloaded(
@@ -185,12 +233,13 @@ def test_a_local_archive_with_the_pinned_sha256_is_uploaded_instead_of_downloade
 def test_an_env_credential_reads_the_variable_content(
     eas_data: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MMPUSH_TEST_FCM", '{"from": "environment"}')
+    content = fcm_json(project_id="from-environment")
+    monkeypatch.setenv("MMPUSH_TEST_FCM", content.decode())
     entry = {"type": "android", "service_account_file": "env:MMPUSH_TEST_FCM"}
     settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_android=[entry]))
     assert settings.eas is not None
     (android,) = settings.eas.android
-    assert android.service_account.content == b'{"from": "environment"}'
+    assert android.service_account.content == content
     assert android.service_account.source == "env:MMPUSH_TEST_FCM"
 
 
@@ -260,10 +309,10 @@ INVALID = [
     ("push_https_port", 70000, "a whole number from 1 to 65535"),
     ("push_https_port", "443", "a whole number from 1 to 65535"),
     ("push_https_port", True, "a whole number from 1 to 65535"),
-    ("push_proxy_listen_port", 0, "a whole number from 1 to 65535"),
-    ("push_proxy_listen_port", 70000, "a whole number from 1 to 65535"),
-    ("push_proxy_listen_port", "8066", "a whole number from 1 to 65535"),
-    ("push_proxy_listen_port", True, "a whole number from 1 to 65535"),
+    ("push_proxy_listen_port", 0, "a whole number from 1024 to 65535"),
+    ("push_proxy_listen_port", 70000, "a whole number from 1024 to 65535"),
+    ("push_proxy_listen_port", "8066", "a whole number from 1024 to 65535"),
+    ("push_proxy_listen_port", True, "a whole number from 1024 to 65535"),
     # sha256sum prints lowercase; the regex (and the message) ask for exactly that.
     ("push_proxy_sha256", "0123456789abcdef", "64 lowercase hex characters"),
     ("push_proxy_sha256", SHA.upper(), "64 lowercase hex characters"),
@@ -369,13 +418,13 @@ def test_an_env_credential_set_in_the_environment_is_read(
     creds: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("MMPUSH_TEST_P8", "P8-FROM-ENV")
+    monkeypatch.setenv("MMPUSH_TEST_P8", p8_key().decode())
     entry = apple_entry(creds, auth_key_file="env:MMPUSH_TEST_P8")
     settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
     assert settings.eas is not None
     auth_key = settings.eas.apple[0].auth_key
     assert auth_key is not None
-    assert auth_key.content == b"P8-FROM-ENV" and auth_key.source == "env:MMPUSH_TEST_P8"
+    assert auth_key.content == p8_key() and auth_key.source == "env:MMPUSH_TEST_P8"
 
 
 def test_an_apple_entry_with_neither_auth_key_nor_certificate_is_refused(
@@ -510,10 +559,12 @@ def test_secret_repr_and_str_never_contain_the_content() -> None:
 
 
 def test_settings_repr_never_contains_credential_content(
-    eas_data: Callable[..., dict[str, Any]],
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
 ) -> None:
     shown = repr(settings_from_data(HOST, BOTH, eas_data()))
-    assert "AUTH-KEY-CONTENT" not in shown and "FCM-KEY-CONTENT" not in shown
+    for name in ("auth_key", "fcm"):
+        lines = key_lines(creds[name].read_bytes())
+        assert len(lines) >= 3 and not any(line in shown for line in lines)
 
 
 # --- what Mattermost's config.json gets (mmpush.mattermost) -------------------------------------
@@ -573,3 +624,997 @@ def test_the_log_level_key_is_set_only_when_configured() -> None:
 def test_env_name_is_mattermosts_override_variable() -> None:
     assert env_name(SERVER) == "MM_EMAILSETTINGS_PUSHNOTIFICATIONSERVER"
     assert env_name(FILE_LEVEL) == "MM_LOGSETTINGS_FILELEVEL"
+
+
+# --- unknown keys -------------------------------------------------------------------------------
+
+
+def test_known_keys_are_exactly_the_settings_documented_in_group_data_all() -> None:
+    assert set(DEFAULTS) == KNOWN_KEYS
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [
+        ("push_contnets", "push_contents"),
+        ("push_proxy_sha", "push_proxy_sha256"),
+        ("outbound_proxy_resolver", "outbound_proxy_resolvers"),
+        ("acme_emial", "acme_email"),
+    ],
+)
+def test_a_misspelt_key_is_refused_with_the_closest_setting(
+    eas_data: Callable[..., dict[str, Any]], key: str, suggestion: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(**{key: "full"}))
+    assert_names_everything(caught.value, key, "full", f"did you mean {suggestion}?")
+    assert str(caught.value) == (
+        f"host {HOST}: {key} = 'full' is invalid: unknown setting; did you mean {suggestion}?"
+    )
+
+
+def test_an_unknown_key_far_from_any_setting_points_at_the_documentation() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", zzz=1))
+    assert_names_everything(caught.value, "zzz", 1, "group_data/all.py")
+    assert "extra_data_keys" in caught.value.allowed
+
+
+def test_the_value_of_an_unknown_key_named_like_a_secret_is_not_shown() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", apns_password="hunter2"))
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.key == "apns_password"
+
+
+@pytest.mark.parametrize(
+    ("list_key", "entry_key", "suggestion"),
+    [
+        ("push_proxy_apple", "developement", "development"),
+        ("push_proxy_apple", "auth_key_fil", "auth_key_file"),
+        ("push_proxy_android", "service_acount_file", "service_account_file"),
+    ],
+)
+def test_a_misspelt_key_inside_an_app_entry_is_refused(
+    eas_data: Callable[..., dict[str, Any]],
+    creds: dict[str, Path],
+    list_key: str,
+    entry_key: str,
+    suggestion: str,
+) -> None:
+    base = eas_data()
+    entry = {**base[list_key][0], entry_key: True}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, {**base, list_key: [entry]})
+    assert_names_everything(
+        caught.value, f"{list_key}[0].{entry_key}", True, f"did you mean {suggestion}?"
+    )
+
+
+def test_entry_keys_are_checked_even_on_hosts_that_do_not_read_the_entries() -> None:
+    entry = {"type": "apple", "developement": True}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", push_proxy_apple=[entry]))
+    assert caught.value.key == "push_proxy_apple[0].developement"
+
+
+def test_pyinfra_connector_lab_and_declared_keys_are_accepted() -> None:
+    accepted = {
+        "_sudo": True,
+        "_su_user": "root",
+        "ssh_user": "deploy",
+        "ssh_key": "~/.ssh/id",
+        "winrm_port": 5986,
+        "docker_image": "debian",
+        "local_anything": 1,
+        "chroot_directory": "/x",
+        "vagrant_x": 1,
+        "terraform_x": 1,
+        "dockerssh_x": 1,
+        "lab_fqdns": ["mm.lab.test"],
+        "site_owner": "ops",
+        "extra_data_keys": ["site_owner"],
+    }
+    settings = settings_from_data(HOST, ("mattermost",), data(push_mode="off", **accepted))
+    assert settings.push_mode == "off"
+
+
+def test_a_site_key_is_refused_until_declared_in_extra_data_keys() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", site_owner="ops"))
+    assert caught.value.key == "site_owner"
+
+
+@pytest.mark.parametrize("value", ["site_owner", ["site owner"], [1], {"a": 1}])
+def test_extra_data_keys_must_be_a_list_of_names(value: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", extra_data_keys=value))
+    assert caught.value.key == "extra_data_keys"
+
+
+# --- placeholders -------------------------------------------------------------------------------
+
+PLACEHOLDER_NAME = "CHANGE-ME: the push proxy's public DNS name, e.g. push.example.com"
+
+
+def test_a_placeholder_is_refused_saying_what_to_put_there() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_name=PLACEHOLDER_NAME))
+    assert str(caught.value) == (
+        f"host {HOST}: push_name = {PLACEHOLDER_NAME!r} is a placeholder: "
+        "the push proxy's public DNS name, e.g. push.example.com"
+    )
+    assert caught.value.key == "push_name"
+
+
+def test_a_placeholder_inside_an_app_entry_is_refused(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    entry = apple_entry(creds, auth_key_file="CHANGE-ME: the .p8 key from Apple")
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert caught.value.key == "push_proxy_apple[0].auth_key_file"
+    assert "is a placeholder: the .p8 key from Apple" in str(caught.value)
+
+
+def test_a_placeholder_inside_a_list_is_refused() -> None:
+    networks = ["10.0.0.0/8", "CHANGE-ME your Mattermost servers' network"]
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST,
+            ("mattermost",),
+            data(push_mode="off", outbound_proxy_allowed_networks=networks),
+        )
+    assert caught.value.key == "outbound_proxy_allowed_networks[1]"
+    assert str(caught.value).endswith("is a placeholder: your Mattermost servers' network")
+
+
+def test_a_placeholder_is_refused_even_in_a_setting_this_host_does_not_use() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, ("mattermost",), data(push_mode="off", outbound_proxy_name="CHANGE-ME")
+        )
+    assert caught.value.key == "outbound_proxy_name"
+    assert "is a placeholder: replace it" in str(caught.value)
+
+
+def test_text_with_change_me_elsewhere_than_at_its_start_is_not_a_placeholder(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    extra = "# see CHANGE-ME.md\naccess_log off;"
+    settings = settings_from_data(HOST, BOTH, eas_data(push_front_extra_config=extra))
+    assert settings.eas is not None and settings.eas.front_extra_config == extra
+
+
+def test_the_sites_own_keys_are_not_settings_and_not_checked_for_placeholders() -> None:
+    values = data(push_mode="off", extra_data_keys=["note"], note="CHANGE-ME some day")
+    assert settings_from_data(HOST, ("mattermost",), values).push_mode == "off"
+
+
+# --- push_front_extra_config ----------------------------------------------------------------------
+
+GOOD_SNIPPETS = [
+    "access_log /var/log/nginx/push.log;\nallow 10.0.0.0/8;\ndeny all;",
+    "location = /metrics {\n\tallow 127.0.0.1;\n\tdeny all;\n}",
+    "location /x { location /x/y { return 204; } }",
+    'add_header X-Note "a } brace; in quotes" always;',
+    "add_header X-Note 'single { quoted' always;",
+    "# a comment with } and {\naccess_log off;",
+    "set $a ${request_id}x;",
+    "if ($request_method = POST) { return 405; }",
+    'add_header X-Escaped "a \\" quote }" always;',
+    "",
+]
+
+
+@pytest.mark.parametrize("snippet", GOOD_SNIPPETS)
+def test_a_balanced_snippet_for_the_server_block_is_accepted(
+    eas_data: Callable[..., dict[str, Any]], snippet: str
+) -> None:
+    settings = settings_from_data(HOST, BOTH, eas_data(push_front_extra_config=snippet))
+    assert settings.eas is not None and settings.eas.front_extra_config == snippet
+
+
+BAD_SNIPPETS = [
+    ("}\nserver { listen 8080; location / { return 200; } ", "would close the server block"),
+    ("access_log off; }", "would close the server block"),
+    ("location /x { return 200;", "'location' block is never closed"),
+    ("location /x { location /y { return 200; }", "never closed"),
+    ("server { listen 81; }", "a 'server' block"),
+    ("http { }", "a 'http' block"),
+    ("events { }", "a 'events' block"),
+    ("stream { }", "a 'stream' block"),
+    ("location /x { server { } }", "a 'server' block"),
+    ("upstream u { server 127.0.0.1:1; }", "a 'upstream' block"),
+    ("access_log off", "not terminated by ';'"),
+    ("return 200 'unterminated;", "quote is never closed"),
+    ('add_header X "a"b;', "right after a quoted string"),
+    ("access_log off }", "needs a ';'"),
+    ("{ return 200; }", "no directive before it"),
+    ("return 200 x}; }", "would close the server block"),
+    ("return 200 \\", "ends with a backslash"),
+    ("access_log", "not terminated by ';'"),
+    ('return 200 "x"', "not terminated by ';'"),
+]
+
+
+@pytest.mark.parametrize(("snippet", "problem"), BAD_SNIPPETS)
+def test_a_snippet_that_escapes_or_breaks_the_server_block_is_refused(
+    eas_data: Callable[..., dict[str, Any]], snippet: str, problem: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_front_extra_config=snippet))
+    assert_names_everything(caught.value, "push_front_extra_config", snippet, problem)
+    assert "\n" not in str(caught.value)  # one line, the value shown as its repr
+
+
+def test_the_snippet_error_names_the_line() -> None:
+    assert nginx_snippet_problem("access_log off;\n\n}") == (
+        "line 3: '}' would close the server block (braces must balance)"
+    )
+
+
+# --- ports --------------------------------------------------------------------------------------
+
+
+def test_port_65535_is_accepted_everywhere(eas_data: Callable[..., dict[str, Any]]) -> None:
+    settings = settings_from_data(
+        HOST, BOTH, eas_data(push_https_port=65535, push_proxy_listen_port=65534)
+    )
+    assert settings.eas is not None
+    assert (settings.eas.https_port, settings.push_https_port) == (65535, 65535)
+    assert settings.push_server_url == "https://push.example.com:65535"
+    listen = settings_from_data(HOST, BOTH, eas_data(push_proxy_listen_port=65535))
+    assert listen.eas is not None and listen.eas.listen_port == 65535
+    outbound = settings_from_data(
+        HOST,
+        ("outbound_proxies",),
+        data(
+            push_mode="hpns", outbound_proxy_name="push.internal.example", outbound_proxy_port=65535
+        ),
+    )
+    assert outbound.outbound is not None and outbound.outbound.port == 65535
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "value", "allowed"),
+    [
+        ({"push_proxy_listen_port": 443}, "push_proxy_listen_port", 443, "from 1024 to 65535"),
+        ({"push_proxy_listen_port": 1023}, "push_proxy_listen_port", 1023, "from 1024"),
+        ({"push_proxy_listen_port": 80}, "push_proxy_listen_port", 80, "from 1024"),
+        (
+            {"push_https_port": 8443, "push_proxy_listen_port": 8443},
+            "push_proxy_listen_port",
+            8443,
+            "other than push_https_port (8443)",
+        ),
+        ({"push_https_port": 80}, "push_https_port", 80, "other than 80"),
+    ],
+)
+def test_privileged_or_conflicting_push_proxy_ports_are_refused(
+    eas_data: Callable[..., dict[str, Any]],
+    overrides: dict[str, Any],
+    key: str,
+    value: int,
+    allowed: str,
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(**overrides))
+    assert_names_everything(caught.value, key, value, allowed)
+
+
+def test_push_https_port_80_is_refused_on_mattermost_hosts_too() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, ("mattermost",), data(push_name="push.example.com", push_https_port=80)
+        )
+    assert_names_everything(caught.value, "push_https_port", 80, "other than 80")
+
+
+@pytest.mark.parametrize("port", [80, 0, 65536])
+def test_a_bad_outbound_proxy_port_is_refused(port: int) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST,
+            ("outbound_proxies",),
+            data(
+                push_mode="hpns",
+                outbound_proxy_name="push.internal.example",
+                outbound_proxy_port=port,
+            ),
+        )
+    assert caught.value.key == "outbound_proxy_port" and caught.value.value == port
+
+
+# --- mattermost_service ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "service", ["mattermost", "mattermost.service", "mattermost@blue", "mm-2:x_y.z", "a" * 256]
+)
+def test_a_systemd_service_name_is_accepted(service: str) -> None:
+    settings = settings_from_data(
+        HOST, ("mattermost",), data(push_mode="off", mattermost_service=service)
+    )
+    assert settings.mattermost.service == service
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        "--help",
+        "-mattermost",
+        "mattermost.socket",
+        "mattermost.timer",
+        "matter most",
+        "mattermost;reboot",
+        "mattermost@",
+        "mattermost@.service",
+        ".service",
+        "",
+        "a" * 257,
+        "mattermost/../x",
+        42,
+    ],
+)
+def test_anything_but_a_systemd_service_name_is_refused(service: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", mattermost_service=service))
+    assert_names_everything(caught.value, "mattermost_service", service, "systemd service name")
+
+
+# --- push_proxy_url, release architecture ---------------------------------------------------------
+
+
+def test_the_release_url_is_filled_per_architecture(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_version="6.4.1"))
+    assert settings.eas is not None
+    artifact = settings.eas.artifact
+    base = "https://github.com/mattermost/mattermost-push-proxy/releases/download/v6.4.1/"
+    assert artifact.url_for("amd64") == base + "mattermost-push-proxy-linux-amd64.tar.gz"
+    assert artifact.url_for("arm64") == base + "mattermost-push-proxy-linux-arm64.tar.gz"
+    assert artifact.url == artifact.url_for("amd64")
+    with pytest.raises(ValueError, match="amd64 or arm64"):
+        artifact.url_for("riscv64")
+
+
+def test_a_release_url_without_arch_is_the_same_for_every_architecture(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    url = "https://mirror.example.com/push-proxy-{version}.tar.gz"
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_url=url))
+    assert settings.eas is not None
+    artifact = settings.eas.artifact
+    assert artifact.url_for("arm64") == "https://mirror.example.com/push-proxy-6.5.0.tar.gz"
+    assert artifact.url_for("amd64") == artifact.url_for("arm64")
+
+
+def test_a_local_archive_has_no_url(
+    eas_data: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(b"x")
+    settings = settings_from_data(
+        HOST,
+        BOTH,
+        eas_data(
+            push_proxy_archive=str(archive), push_proxy_sha256=hashlib.sha256(b"x").hexdigest()
+        ),
+    )
+    assert settings.eas is not None
+    assert settings.eas.artifact.url is None
+    with pytest.raises(ValueError, match="local archive"):
+        settings.eas.artifact.url_for("amd64")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://example.com/{foo}.tar.gz", "unknown placeholder {foo}"),
+        ("https://example.com/{version!r}.tar.gz", "unknown placeholder {version!r}"),
+        ("https://example.com/{arch:>9}.tar.gz", "unknown placeholder {arch:>9}"),
+        ("https://example.com/{0}.tar.gz", "unknown placeholder {0}"),
+        ("https://example.com/{version.tar.gz", "unbalanced braces"),
+        ("https://example.com/version}.tar.gz", "unbalanced braces"),
+        ("https://example.com/v {version}.tar.gz", "no whitespace"),
+        ("http://example.com/{version}.tar.gz", "an https:// URL"),
+    ],
+)
+def test_a_bad_release_url_is_refused(
+    eas_data: Callable[..., dict[str, Any]], url: str, allowed: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_url=url))
+    assert_names_everything(caught.value, "push_proxy_url", url, allowed)
+
+
+@pytest.mark.parametrize(
+    ("machine", "arch"), [("x86_64", "amd64"), ("aarch64", "arm64"), ("arm64", "arm64")]
+)
+def test_release_arch_maps_uname_to_the_release_name(machine: str, arch: str) -> None:
+    assert release_arch(machine) == arch
+    assert release_arch(machine + "\n") == arch  # as `uname -m` prints it
+
+
+@pytest.mark.parametrize("machine", ["i686", "armv7l", "riscv64", "ppc64le", "s390x", "", "AMD64"])
+def test_release_arch_refuses_other_architectures_clearly(machine: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        release_arch(machine)
+    assert repr(machine) in str(caught.value)
+    assert "x86_64" in str(caught.value) and "aarch64" in str(caught.value)
+
+
+# --- timeouts ------------------------------------------------------------------------------------
+
+
+def test_send_timeout_stays_below_mattermosts_30_seconds(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_send_timeout_sec=29))
+    assert settings.eas is not None and settings.eas.send_timeout_sec == 29
+    for value in (30, 0, 600):
+        with pytest.raises(SettingsError) as caught:
+            settings_from_data(HOST, BOTH, eas_data(push_proxy_send_timeout_sec=value))
+        assert_names_everything(caught.value, "push_proxy_send_timeout_sec", value, "from 1 to 29")
+        assert "stops waiting after 30 s" in caught.value.allowed
+
+
+def test_retry_timeout_may_not_exceed_the_send_timeout(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    same = settings_from_data(
+        HOST, BOTH, eas_data(push_proxy_send_timeout_sec=10, push_proxy_retry_timeout_sec=10)
+    )
+    assert same.eas is not None and same.eas.retry_timeout_sec == 10
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, BOTH, eas_data(push_proxy_send_timeout_sec=10, push_proxy_retry_timeout_sec=11)
+        )
+    assert_names_everything(
+        caught.value, "push_proxy_retry_timeout_sec", 11, "push_proxy_send_timeout_sec (10)"
+    )
+
+
+def test_the_default_retry_timeout_is_refused_with_a_shorter_send_timeout(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_send_timeout_sec=5))
+    assert caught.value.key == "push_proxy_retry_timeout_sec" and caught.value.value == 8
+
+
+# --- egress proxy, allow-lists --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://proxy.example.net:3128", "http://proxy.example.net:3128"),
+        ("https://proxy.example.net", "https://proxy.example.net"),
+        ("http://proxy:3128/", "http://proxy:3128"),
+        ("http://Proxy.Corp.example:8080", "http://Proxy.Corp.example:8080"),
+        ("http://192.0.2.1:3128", "http://192.0.2.1:3128"),
+        ("http://[2001:db8::1]:3128", "http://[2001:db8::1]:3128"),
+        ("http://proxy.example.net:65535", "http://proxy.example.net:65535"),
+        (None, None),
+    ],
+)
+def test_an_egress_proxy_url_is_accepted(
+    eas_data: Callable[..., dict[str, Any]], value: str | None, expected: str | None
+) -> None:
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_https_proxy=value))
+    assert settings.eas is not None and settings.eas.https_proxy == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "proxy.example.net:3128",
+        "socks5://proxy.example.net:1080",
+        "http://proxy.example.net:3128/path",
+        "http://user:secret@proxy.example.net:3128",
+        "http://proxy.example.net:99999",
+        "http://proxy.example.net:",
+        "http://proxy.example.net:0",
+        "http://proxy .example.net",
+        "http://proxy.example.net:3128\n",
+        "http://2001:db8::1:3128",
+        "http://-proxy.example.net",
+        "http://",
+        42,
+    ],
+)
+def test_a_bad_egress_proxy_url_is_refused(
+    eas_data: Callable[..., dict[str, Any]], value: object
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_https_proxy=value))
+    assert_names_everything(caught.value, "push_proxy_https_proxy", value, "http://host[:port]")
+
+
+def test_no_proxy_accepts_names_domains_ips_and_cidrs(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    entries = [
+        "localhost",
+        "internal.example",
+        ".internal.example",
+        "*.internal.example",
+        "192.0.2.10",
+        "10.0.0.0/8",
+        "2001:db8::/32",
+        "::1",
+        "registry.internal.example:5000",
+        "[2001:db8::1]:443",
+    ]
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_no_proxy=entries))
+    assert settings.eas is not None and settings.eas.no_proxy == tuple(entries)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "a b",
+        "a,b",
+        "*",
+        "10.0.0.0/33",
+        "http://x.example",
+        "x.example:0",
+        "x.example:5_0",
+        "",
+        "-x",
+    ],
+)
+def test_no_proxy_refuses_anything_else(
+    eas_data: Callable[..., dict[str, Any]], entry: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_no_proxy=["localhost", entry]))
+    assert_names_everything(caught.value, "push_proxy_no_proxy", entry, "CIDR")
+
+
+def test_no_proxy_must_be_a_list(eas_data: Callable[..., dict[str, Any]]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_no_proxy="localhost,.example"))
+    assert caught.value.key == "push_proxy_no_proxy"
+
+
+@pytest.mark.parametrize(
+    "key", ["push_proxy_metrics_allowed_networks", "push_front_allowed_networks"]
+)
+def test_allowed_networks_are_normalised_ip_networks(
+    eas_data: Callable[..., dict[str, Any]], key: str
+) -> None:
+    settings = settings_from_data(
+        HOST, BOTH, eas_data(**{key: ["10.1.2.3/8", "192.0.2.10", "2001:db8::/32"]})
+    )
+    assert settings.eas is not None
+    field = "metrics_allowed_networks" if "metrics" in key else "front_allowed_networks"
+    assert getattr(settings.eas, field) == ("10.0.0.0/8", "192.0.2.10/32", "2001:db8::/32")
+    for bad in (["10.0.0.0/33"], ["push.example.com"], "10.0.0.0/8"):
+        with pytest.raises(SettingsError) as caught:
+            settings_from_data(HOST, BOTH, eas_data(**{key: bad}))
+        assert caught.value.key == key
+
+
+# --- credentials, as the push proxy parses them (details: test_credentials.py) --------------------
+
+
+def test_a_sec1_apns_key_is_refused_naming_entry_app_type_file_and_fix(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path], tmp_path: Path
+) -> None:
+    sec1 = tmp_path / "AuthKey_SEC1.p8"
+    sec1.write_bytes(private_pem(ec_key(), serialization.PrivateFormat.TraditionalOpenSSL))
+    entry = apple_entry(creds, type="apple_rn", auth_key_file=str(sec1))
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert_names_everything(
+        caught.value, "push_proxy_apple[0].auth_key_file", str(sec1), "app type apple_rn"
+    )
+    assert "EC PRIVATE KEY" in caught.value.allowed
+    assert f"openssl pkcs8 -topk8 -nocrypt -in {sec1}" in caught.value.allowed
+    assert not any(line in str(caught.value) for line in key_lines(sec1.read_bytes()))
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"garbage", b"\xff\xfe\x00"])
+def test_an_empty_or_garbage_apns_key_is_refused(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path], content: bytes
+) -> None:
+    creds["auth_key"].write_bytes(content)
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data())
+    assert caught.value.key == "push_proxy_apple[0].auth_key_file"
+    assert caught.value.value == str(creds["auth_key"])
+
+
+def cert_entry(creds: dict[str, Path], **overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "apple",
+        "topic": "com.example.mattermost",
+        "certificate_file": str(creds["apns_pem"]),
+        "certificate_password_file": str(creds["apns_password"]),
+        **overrides,
+    }
+
+
+def test_a_pkcs8_encrypted_apns_key_is_refused_with_the_openssl_conversion(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    creds["apns_pem"].write_bytes(
+        apns_pem(password=APNS_PASSWORD, form=serialization.PrivateFormat.PKCS8)
+    )
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[cert_entry(creds)]))
+    assert_names_everything(
+        caught.value, "push_proxy_apple[0].certificate_file", str(creds["apns_pem"]), "apple"
+    )
+    assert "ENCRYPTED PRIVATE KEY" in caught.value.allowed
+    assert f"openssl pkey -in {creds['apns_pem']} -traditional -aes256" in caught.value.allowed
+
+
+def test_a_wrong_certificate_password_is_refused_on_the_password_key(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    creds["apns_password"].write_text("not-the-password\n")
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[cert_entry(creds)]))
+    assert_names_everything(
+        caught.value,
+        "push_proxy_apple[0].certificate_password_file",
+        str(creds["apns_password"]),
+        "does not decrypt",
+    )
+    assert "not-the-password" not in str(caught.value)
+
+
+def test_an_encrypted_key_without_a_password_file_is_refused(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    entry = cert_entry(creds, certificate_password_file=None)
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert_names_everything(
+        caught.value, "push_proxy_apple[0].certificate_password_file", None, "no certificate_pa"
+    )
+
+
+def test_a_non_utf8_password_file_is_refused_without_a_traceback(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    creds["apns_password"].write_bytes(b"\xff\xfepass\n")
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[cert_entry(creds)]))
+    assert_names_everything(
+        caught.value,
+        "push_proxy_apple[0].certificate_password_file",
+        str(creds["apns_password"]),
+        "not UTF-8",
+    )
+
+
+def test_a_topic_that_is_not_the_certificate_uid_is_refused_on_the_topic(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    entry = cert_entry(creds, topic="com.example.other")
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert_names_everything(
+        caught.value, "push_proxy_apple[0].topic", "com.example.other", "'com.example.mattermost'"
+    )
+
+
+def test_an_expired_apns_certificate_is_refused(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    creds["apns_pem"].write_bytes(apns_pem(certificate(rsa_key(), valid_days=-1)))
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[cert_entry(creds)]))
+    assert_names_everything(
+        caught.value, "push_proxy_apple[0].certificate_file", str(creds["apns_pem"]), "expired"
+    )
+
+
+def test_an_apns_certificate_expiring_within_30_days_gives_a_warning(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    creds["apns_pem"].write_bytes(apns_pem(certificate(rsa_key(), valid_days=10)))
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[cert_entry(creds)]))
+    (warning,) = settings.warnings
+    assert warning.startswith(f"host {HOST}: push_proxy_apple[0].certificate_file")
+    assert str(creds["apns_pem"]) in warning and "app type apple" in warning
+    assert "expires on" in warning and "(in 9 days)" in warning
+
+
+def test_a_bad_fcm_service_account_is_refused_naming_entry_app_type_and_file(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    creds["fcm"].write_bytes(fcm_json(type="authorized_user"))
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data())
+    assert_names_everything(
+        caught.value,
+        "push_proxy_android[0].service_account_file",
+        str(creds["fcm"]),
+        "app type android_rn",
+    )
+    assert "'authorized_user', not 'service_account'" in caught.value.allowed
+
+
+@pytest.mark.parametrize("content", [b"", b"not json", b"\xff{}", b"[]"])
+def test_an_empty_or_garbage_fcm_file_is_refused(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path], content: bytes
+) -> None:
+    creds["fcm"].write_bytes(content)
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data())
+    assert caught.value.key == "push_proxy_android[0].service_account_file"
+
+
+# --- outbound proxy values (details: test_outbound_proxy_unit.py) ---------------------------------
+
+
+def outbound(**overrides: Any) -> dict[str, Any]:
+    return data(
+        **{"push_mode": "hpns", "outbound_proxy_name": "push.internal.example", **overrides}
+    )
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        "https://push.mattermost.com:99999",
+        "https://push.mattermost.com:",
+        "https://push.mattermost.com:0",
+        "https://push.mattermost.com/api",
+        "https://push.mattermost.com/api/v1/send_push",
+        "https://push.mattermost.com:443/x",
+        "https://push.mattermost.com?x=1",
+        "https://push .mattermost.com",
+        "https://push.mattermost.com:44 3",
+        "https://push.mattermost.com:4_43",
+        "http://push.mattermost.com",
+        "https://192.0.2.10",
+    ],
+)
+def test_a_bad_upstream_is_refused_without_a_traceback(upstream: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("outbound_proxies",), outbound(outbound_proxy_upstream=upstream))
+    assert caught.value.key == "outbound_proxy_upstream" and caught.value.value == upstream
+
+
+@pytest.mark.parametrize(
+    "resolver",
+    [
+        "1.2.3.4:5_3",
+        ": 53",
+        "2001:db8::53",
+        "1.2.3.4:0",
+        "1.2.3.4:65536",
+        "[1.2.3.4]",
+        "dns.example.com",
+        "1.2.3.4 ",
+        "[2001:db8::53]:",
+        53,
+    ],
+)
+def test_a_bad_resolver_is_refused(resolver: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, ("outbound_proxies",), outbound(outbound_proxy_resolvers=[resolver])
+        )
+    assert caught.value.key == "outbound_proxy_resolvers" and caught.value.value == resolver
+
+
+def test_a_bare_ipv6_resolver_is_refused_saying_how_to_write_it() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, ("outbound_proxies",), outbound(outbound_proxy_resolvers=["2001:db8::53"])
+        )
+    assert "write an IPv6 address in brackets: [2001:db8::53]" in caught.value.allowed
+
+
+def test_resolvers_in_every_accepted_form() -> None:
+    resolvers = ["192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]", "[2001:db8::53]:53"]
+    settings = settings_from_data(
+        HOST, ("outbound_proxies",), outbound(outbound_proxy_resolvers=resolvers)
+    )
+    assert settings.outbound is not None and settings.outbound.resolvers == tuple(resolvers)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty"),
+        (b"\xff\xfe not text", "not UTF-8"),
+        (b"just some text\n", "no CERTIFICATE"),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "does not parse"),
+    ],
+)
+def test_a_bad_upstream_ca_bundle_is_refused(tmp_path: Path, content: bytes, problem: str) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(content)
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, ("outbound_proxies",), outbound(outbound_proxy_ca_bundle=str(bundle))
+        )
+    assert_names_everything(caught.value, "outbound_proxy_ca_bundle", str(bundle), problem)
+
+
+# --- the planted bugs of issue 8 ------------------------------------------------------------------
+
+
+def test_tpns_refuses_id_loaded_unless_forced() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="tpns", push_contents="id_loaded"))
+    assert_names_everything(caught.value, "push_contents", "id_loaded", "does not encrypt")
+    forced = settings_from_data(
+        HOST,
+        ("mattermost",),
+        data(push_mode="tpns", push_contents="id_loaded", push_contents_force=True),
+    )
+    assert forced.mattermost.contents == "id_loaded"
+    for contents in ("generic", "generic_no_channel"):
+        plain = settings_from_data(
+            HOST, ("mattermost",), data(push_mode="tpns", push_contents=contents)
+        )
+        assert plain.mattermost.contents == contents
+
+
+def test_an_upstream_url_with_a_path_is_refused() -> None:
+    upstream = "https://push.mattermost.com/api/v1"
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("outbound_proxies",), outbound(outbound_proxy_upstream=upstream))
+    assert_names_everything(caught.value, "outbound_proxy_upstream", upstream, "with no path")
+
+
+def proxy_data(name: str, port: int = 8000) -> dict[str, Any]:
+    return outbound(outbound_proxy_name=name, outbound_proxy_port=port)
+
+
+def test_mattermost_hosts_in_hpns_mode_use_the_one_outbound_proxy_url() -> None:
+    proxies = {
+        "proxy1": proxy_data("push.internal.example"),
+        "proxy2": proxy_data("push.internal.example"),
+    }
+    settings = settings_from_data(HOST, ("mattermost",), data(push_mode="hpns"), proxies)
+    assert settings.hpns_outbound_url == "https://push.internal.example:8000"
+    assert settings.push_server_url == "https://push.internal.example:8000"
+    direct = settings_from_data(
+        HOST, ("mattermost",), data(push_mode="hpns", hpns_use_outbound_proxy=False), proxies
+    )
+    assert direct.push_server_url == "https://global.push.mattermost.com"
+
+
+@pytest.mark.parametrize(
+    "second", [("other.internal.example", 8000), ("push.internal.example", 8001)]
+)
+def test_outbound_proxies_with_different_urls_are_refused_for_mattermost_hosts(
+    second: tuple[str, int],
+) -> None:
+    proxies = {"proxy1": proxy_data("push.internal.example"), "proxy2": proxy_data(*second)}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="hpns"), proxies)
+    assert_names_everything(
+        caught.value,
+        "outbound_proxy_name",
+        {
+            "proxy1": "https://push.internal.example:8000",
+            "proxy2": f"https://{second[0]}:{second[1]}",
+        },
+        "one name and port for every outbound proxy",
+    )
+
+
+def test_an_apple_entry_with_both_a_token_key_and_a_certificate_is_refused(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    entry = apple_entry(creds, certificate_file=str(creds["apns_pem"]))
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert_names_everything(
+        caught.value,
+        "push_proxy_apple[0]",
+        sorted(entry),
+        "either auth_key_file (token) or certificate_file, not both",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://acme.example.net/ directory",
+        "https://acme.example.net/directory\n",
+        "https://acme.example.net\t/directory",
+        " https://acme.example.net/directory",
+    ],
+)
+def test_an_https_url_containing_whitespace_is_refused(
+    eas_data: Callable[..., dict[str, Any]], url: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(acme_directory_url=url))
+    assert_names_everything(caught.value, "acme_directory_url", url, "an https:// URL")
+
+
+# --- certificate settings (deploys/certs.py) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("groups", "overrides", "names"),
+    [
+        (("push_proxies",), {}, ("push.example.com",)),
+        (("push_proxies", "mattermost"), {}, ("push.example.com",)),
+        (("mattermost",), {}, ()),
+        (("outbound_proxies",), {}, ()),
+        (("outbound_proxies",), {"push_mode": "hpns"}, ("push.internal.example",)),
+        (("push_proxies",), {"push_mode": "hpns"}, ()),
+        (("push_proxies", "outbound_proxies"), {"push_mode": "tpns"}, ()),
+    ],
+)
+def test_certificate_settings_name_the_managed_certificates(
+    groups: tuple[str, ...], overrides: dict[str, Any], names: tuple[str, ...]
+) -> None:
+    values = data(
+        push_name="push.example.com", outbound_proxy_name="push.internal.example", **overrides
+    )
+    settings = certificate_settings_from_data(HOST, groups, values)
+    assert settings == CertificateSettings(
+        host=HOST, acme=settings_from_data(HOST, ("mattermost",), values).acme, names=names
+    )
+
+
+def test_certificate_settings_need_no_credentials_nor_release(tmp_path: Path) -> None:
+    # the cron machine has neither the push credentials nor the release archive
+    missing = str(tmp_path / "missing")
+    values = data(
+        push_name="push.example.com",
+        push_proxy_sha256=None,
+        push_proxy_archive=missing,
+        push_proxy_apple=[{"type": "apple", "auth_key_file": missing}],
+        push_proxy_android=[{"type": "android", "service_account_file": missing}],
+        acme_email="ops@example.com",
+        acme_renew_days=20,
+    )
+    settings = certificate_settings_from_data(HOST, ("push_proxies",), values)
+    assert settings.names == ("push.example.com",)
+    assert (settings.acme.email, settings.acme.renew_days) == ("ops@example.com", 20)
+    with pytest.raises(SettingsError):  # while the full settings need them
+        settings_from_data(HOST, ("push_proxies",), values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"push_name": None}, "push_name"),
+        ({"push_name": "CHANGE-ME: the public name"}, "push_name"),
+        ({"push_contnets": "full"}, "push_contnets"),
+        ({"acme_directory_url": "http://acme.example.net/dir"}, "acme_directory_url"),
+        ({"acme_email": "nope"}, "acme_email"),
+        ({"push_mode": "self-hosted"}, "push_mode"),
+        ({"push_proxy_apple": [{"developement": True}]}, "push_proxy_apple[0].developement"),
+    ],
+)
+def test_certificate_settings_refuse_what_renewal_reads_and_unknown_keys(
+    overrides: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        certificate_settings_from_data(
+            HOST, ("push_proxies",), data(**{"push_name": "push.example.com", **overrides})
+        )
+    assert caught.value.key == key
+
+
+def test_load_certificate_settings_reads_the_pyinfra_host() -> None:
+    class FakeData:
+        def dict(self) -> dict[str, Any]:
+            return data(push_mode="hpns", outbound_proxy_name="push.internal.example")
+
+    class FakeHost:
+        name = HOST
+        groups = ("outbound_proxies",)
+        data = FakeData()
+
+    settings = load_certificate_settings(FakeHost())
+    assert (settings.host, settings.names) == (HOST, ("push.internal.example",))

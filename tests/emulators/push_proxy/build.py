@@ -97,12 +97,14 @@ Mattermost, Inc.
 README_TEMPLATE = """\
 # Mattermost Push Proxy EMULATOR {version}
 
-**This is an EMULATOR for tests, not the real Mattermost Push Proxy.** It never contacts Apple
-APNs or Google FCM. `bin/mattermost-push-proxy` is a Python 3 program (standard library only)
+**This is an EMULATOR for tests, not the real Mattermost Push Proxy.** It sends pushes to the
+APNs and FCM host names over HTTP/1.1 (the real APNs needs HTTP/2), so it only works against the
+test stand-ins. `bin/mattermost-push-proxy` is a Python 3 program (needs `python3-cryptography`)
 that reads `config/mattermost-push-proxy.json` with the real search order (`/tmp/<name>`,
-`./config/<name>`, `../config/<name>`, then `<name>`), serves the real routes (`/`, `/version`,
-`/api/v1/send_push`, `/api/v1/ack`, `/metrics`) and records every push it accepts as a log line
-`EMULATOR-DELIVERY {{json}}` (and in `$PUSH_PROXY_EMULATOR_RECORD` when set).
+`./config/<name>`, `../config/<name>`, then `<name>`), parses the credentials as the real proxy
+does, serves the real routes (`/`, `/version`, `/api/v1/send_push`, `/api/v1/ack`, `/metrics`)
+and logs every delivered push as `EMULATOR-DELIVERY {{json}}` (and in
+`$PUSH_PROXY_EMULATOR_RECORD` when set), every other one as `EMULATOR-UNDELIVERED {{json}}`.
 
 Getting started, as with a real release: copy `config/mattermost-push-proxy.sample.json` to
 `config/mattermost-push-proxy.json`, fill in the credentials, then run
