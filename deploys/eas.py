@@ -10,10 +10,11 @@ group_data/all.py (documented defaults), push_proxies.py, mattermost.py.
 from pyinfra import host
 
 from mmpush import mattermost, nginx, push_proxy
-from mmpush.settings import load_settings, require_mode
+from mmpush.settings import load_settings, log_warnings, require_mode
 
 settings = load_settings(host)
 require_mode(settings, "eas")
+log_warnings(settings)
 
 if settings.in_group("push_proxies"):
     push_proxy.install_push_proxy(settings)

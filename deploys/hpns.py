@@ -10,10 +10,11 @@ first (same as deploys/outbound_proxy.py).
 from pyinfra import host, logger
 
 from mmpush import mattermost, outbound_proxy
-from mmpush.settings import load_settings, require_mode
+from mmpush.settings import load_settings, log_warnings, require_mode
 
 settings = load_settings(host)
 require_mode(settings, "hpns")
+log_warnings(settings)
 
 if settings.in_group("outbound_proxies"):
     outbound_proxy.install_outbound_proxy(settings)

@@ -9,10 +9,11 @@ push_contents_force = True. Group mattermost.
 from pyinfra import host, logger
 
 from mmpush import mattermost
-from mmpush.settings import load_settings, require_mode
+from mmpush.settings import load_settings, log_warnings, require_mode
 
 settings = load_settings(host)
 require_mode(settings, "tpns")
+log_warnings(settings)
 
 if settings.in_group("mattermost"):
     if settings.mattermost.contents_force and settings.mattermost.contents in ("full", "id_loaded"):

@@ -30,6 +30,13 @@ mattermost_config_path = "/opt/mattermost/config/config.json"
 mattermost_service = "mattermost"
 # LogSettings.FileLevel to set (DEBUG | INFO | ERROR), or None to leave it alone.
 mattermost_log_level = None
+# An MM_* environment variable that overrides a push setting wins over config.json: the deploy
+# stops, naming it, before any host is touched. True: deploy anyway (a warning only).
+mattermost_accept_env_overrides = False
+# Mattermost servers restart this many at a time after their push settings changed; each batch
+# waits until its servers answer mattermost_ping_url again before the next one restarts.
+mattermost_restart_batch = 1
+mattermost_ping_url = "http://127.0.0.1:8065/api/v4/system/ping"
 
 # --- EAS: the push proxy's public name (group push_proxies, and what mattermost points at) ---
 # A DNS name that resolves to the push proxy host, e.g. "push.example.com".

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import time
+from typing import NoReturn
 
 import click
 
 from mmpush.lab import lab as lab_module
 from mmpush.lab.containers import as_root
+from mmpush.lab.inventory import LabNotRunning
 from mmpush.lab.layout import LabPaths
 from mmpush.lab.sh import LabError
 
@@ -31,8 +34,10 @@ def lab() -> None:
     """The local lab: real Debian hosts (systemd-nspawn) and an ACME CA (Pebble)."""
 
 
-def _fail(error: Exception) -> None:
-    click.echo(f"mmpush lab: error: {error}", err=True)
+def _fail(error: BaseException) -> NoReturn:
+    """One line on stderr, exit 1: never a traceback for what a user can fix."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    click.echo(f"mmpush lab: error: {message}", err=True)
     sys.exit(1)
 
 
@@ -81,13 +86,14 @@ def status(as_json: bool) -> None:
 def ssh(host: str, command: tuple[str, ...]) -> None:
     """Open a root shell on a lab host, or run COMMAND there as root: mmpush lab ssh mm1 --
     uptime. Connects as the lab's deploy user and uses its sudo, as an admin would."""
+    from mmpush.lab.inventory import lab_state
+
     paths = LabPaths.default()
     try:
         target = lab_module.host_for(host)
-    except KeyError as error:
+        lab_state(paths)
+    except (KeyError, LabError, LabNotRunning) as error:
         _fail(error)
-    if not paths.ssh_config.exists():
-        _fail(LabError("the lab is down; start it with `mmpush lab up`"))
     args = ["ssh", "-F", str(paths.ssh_config)]
     if command:
         remote = as_root(" ".join(command))
@@ -99,33 +105,44 @@ def ssh(host: str, command: tuple[str, ...]) -> None:
 
 @lab.command("send-dm")
 @click.argument("text", default="Hello from the lab")
-@click.option("--device", default="apple_rn-v2:lab-demo-device", help="Recipient's device id.")
-def send_dm(text: str, device: str) -> None:
-    """Have Account B send Account A a DM on mm1 (Account A's phone is DEVICE), then show what
-    the push service received: the push proxy on push1 (EAS) or the HPNS stand-in."""
-    from mmpush.lab.containers import ssh as lab_ssh
-    from mmpush.lab.layout import lab_host
+@click.option(
+    "--device",
+    default=None,
+    help="Account A's device id, PLATFORM-v2:TOKEN (default: an iPhone with a new token).",
+)
+@click.option("--host", "mm_host", default="mm1", show_default=True, help="Mattermost server.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the push.")
+def send_dm(text: str, device: str | None, mm_host: str, timeout: float) -> None:
+    """Have Account B send Account A a DM on a lab Mattermost server, then show what the push
+    services recorded for it (the push proxy on push1, or the HPNS stand-ins). Exits 1 when
+    no push service recorded it, or when it was not delivered."""
+    from mmpush.lab.inventory import lab_state
+    from mmpush.lab.pushes import wait_for_push_records
     from mmpush.mmapi import MattermostClient, send_direct_message
 
     paths = LabPaths.default()
-    mm1 = lab_host("mm1")
-    post = send_direct_message(
-        MattermostClient(f"http://{mm1.ip}:8065"), "accountb", "accounta", text, device
-    )
-    click.echo(f"Mattermost on mm1 accepted the DM (post {post['id']}) and sent its push.")
-    records = lab_ssh(
-        paths,
-        lab_host("push1"),
-        "journalctl -u mattermost-push-proxy -o cat --no-pager 2>/dev/null"
-        f" | grep EMULATOR-DELIVERY | grep {post['id']} || true",
-    ).stdout.strip()
+    device = device or f"apple_rn-v2:{secrets.token_hex(32)}"
+    try:
+        lab_state(paths)
+        target = lab_module.host_for(mm_host)
+        post = send_direct_message(
+            MattermostClient(f"http://{target.ip}:8065"), "accountb", "accounta", text, device
+        )
+        click.echo(f"Mattermost on {target.name} accepted the DM (post {post['id']}) for {device}.")
+        records = wait_for_push_records(paths, post["id"], timeout=timeout)
+    except (LabError, LabNotRunning, KeyError, OSError, AssertionError) as error:
+        _fail(error)
+    for record in records:
+        click.echo(record.line())
     if not records:
-        records = lab_ssh(
-            paths,
-            lab_host("upstream1"),
-            f"grep {post['id']} /var/lib/hpns-emulator/received.jsonl || true",
-        ).stdout.strip()
-    click.echo(records or "No push service recorded it: see /opt/mattermost/logs/mattermost.log")
+        _fail(
+            LabError(
+                f"no push service recorded post {post['id']} within {timeout:.0f} s: see "
+                f"{target.name}:/opt/mattermost/logs/notifications.log"
+            )
+        )
+    if not any(r.outcome in ("delivered", "received") for r in records):
+        _fail(LabError("the push was not delivered (see the answer above)"))
 
 
 def _print_summary(state: dict[str, object]) -> None:

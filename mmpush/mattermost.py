@@ -11,6 +11,7 @@ changed. An ``MM_*`` environment override that would silently win over the file 
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from pyinfra import host, logger
@@ -19,7 +20,7 @@ from pyinfra.api.exceptions import PyinfraError
 
 from mmpush.facts import MattermostEnvironment, PrivateFileState, UnitExists
 from mmpush.jsonedit import JsonEditError, parse_object
-from mmpush.operations import json_values, read_private_file, restart_if_changed
+from mmpush.operations import json_values, read_private_file, restart_and_wait
 from mmpush.settings import Settings
 
 
@@ -94,7 +95,7 @@ def check_overrides(settings: Settings, values: dict[tuple[str, ...], Any]) -> N
         f"host {host.name}: {details} overrides config.json for {settings.mattermost.service}, "
         "so the push settings set here would have no effect"
     )
-    if host.data.get("mattermost_accept_env_overrides") is True:
+    if settings.mattermost.accept_env_overrides:
         logger.warning(f"    {message} (accepted: mattermost_accept_env_overrides = True)")
         return
     raise MattermostConfigError(
@@ -114,9 +115,32 @@ def configure_push(settings: Settings) -> None:
         name=f"Push settings in {settings.mattermost.config_path}",
         path=settings.mattermost.config_path,
         values=values,
+        precheck=push_url_check(settings.push_server_url),
     )
-    restart_if_changed(
-        settings.mattermost.service,
-        [changed],
-        name=f"Restart {settings.mattermost.service} (push settings changed)",
+    if changed.will_change:
+        restart_and_wait(
+            name=f"Restart {settings.mattermost.service} (push settings changed), "
+            f"{settings.mattermost.restart_batch} at a time",
+            service=settings.mattermost.service,
+            ping_url=settings.mattermost.ping_url,
+            _if=changed.did_change,
+            _parallel=settings.mattermost.restart_batch,
+        )
+
+
+def push_url_check(url: str | None) -> str | None:
+    """The shell check, run on the Mattermost server before it is pointed at ``url``: the push
+    service answers ``/version`` over TLS this server trusts (its own trust store, DNS and
+    egress, as Mattermost will reach it). None when push is off."""
+    if url is None:
+        return None
+    version = shlex.quote(url + "/version")
+    return (
+        "set -uo pipefail\n"
+        f"if ! out=$(curl -sS --fail --proto =https --max-time 15 -o /dev/null {version} 2>&1); "
+        "then\n"
+        f"  echo \"mmpush: this server cannot use the push service {url}: GET /version failed "
+        '($out); its push settings were left as they were" >&2\n'
+        "  exit 1\n"
+        "fi\n"
     )

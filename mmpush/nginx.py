@@ -47,8 +47,12 @@ def push_front_conf(settings: Settings, tls: bool) -> str:
         listen_port=eas.listen_port,
         fullchain=fullchain,
         private_key=private_key,
-        read_timeout=eas.send_timeout_sec + 30,
+        # the proxy answers within its send timeout (at most 29 s): a little margin only
+        read_timeout=eas.send_timeout_sec + 5,
         extra_config=eas.front_extra_config.strip(),
+        allowed_networks=eas.front_allowed_networks,
+        metrics=eas.enable_metrics and bool(eas.metrics_allowed_networks),
+        metrics_networks=eas.metrics_allowed_networks,
         tls=tls,
     )
 

@@ -160,7 +160,12 @@ def read_private_file(target: Any, path: str) -> bytes | None:
 
 
 @operation()
-def json_values(path: str, values: Mapping[tuple[str, ...], Any], backup: bool = True):
+def json_values(
+    path: str,
+    values: Mapping[tuple[str, ...], Any],
+    backup: bool = True,
+    precheck: str | None = None,
+):
     """Set ``values`` (key path -> value) in a JSON file; every other byte stays as it was.
 
     A file that is not valid JSON is never overwritten: the operation fails, naming it.
@@ -168,6 +173,8 @@ def json_values(path: str, values: Mapping[tuple[str, ...], Any], backup: bool =
     mode, checked, then renamed over it (atomic), but only if the file still holds what was
     read while preparing. The old file is kept as ``<path>.bak.<UTC timestamp>``, checked
     before anything is replaced. A symlinked file is edited at its target (the link stays).
+    ``precheck``: a shell command that must succeed on the host before anything changes
+    (run only when something would change; its stderr is the operation's error).
 
         json_values(
             name="Point Mattermost at the push proxy",
@@ -203,6 +210,8 @@ def json_values(path: str, values: Mapping[tuple[str, ...], Any], backup: bool =
         if old != value:
             logger.info(f"    [{host.name}] {'.'.join(keys)}: {old!r} -> {value!r}")
     new_bytes = new_text.encode()
+    if precheck:
+        yield bash(precheck)
     staged = temp_beside(info["target"], "mmpush-upload")
     yield upload_command(new_bytes, staged)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -437,6 +446,35 @@ def restart_if_changed(service: str, changes: list[OperationMeta], name: str) ->
     """
     if any(change.will_change for change in changes):
         systemd.service(name=name, service=service, restarted=True, _if=any_changed(*changes))
+
+
+@operation()
+def restart_and_wait(service: str, ping_url: str, timeout: int = 180):
+    """Restart ``service`` and wait until ``ping_url`` answers on the host again (bounded),
+    so that, run with ``_parallel=N``, at most N servers are down at a time.
+
+        restart_and_wait(name="Restart Mattermost", service="mattermost",
+                         ping_url="http://127.0.0.1:8065/api/v4/system/ping", _parallel=1)
+    """
+    yield bash(
+        "\n".join(
+            [
+                "set -euo pipefail",
+                f"systemctl restart {q(service)}",
+                f"deadline=$((SECONDS + {int(timeout)}))",
+                f"until curl -sf --noproxy '*' --max-time 5 -o /dev/null {q(ping_url)}; do",
+                f"  if ! systemctl is-active --quiet {q(service)}; then",
+                f"    echo 'mmpush: {service} did not come back after the restart' >&2; exit 1",
+                "  fi",
+                '  if [ "$SECONDS" -ge "$deadline" ]; then',
+                f"    echo 'mmpush: {service} does not answer {ping_url} {timeout} s after the "
+                "restart' >&2; exit 1",
+                "  fi",
+                "  sleep 1",
+                "done",
+            ]
+        )
+    )
 
 
 def daemon_reload_if_changed(unit_file: OperationMeta) -> None:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.server import Arch
 from pyinfra.operations import files, server, systemd
 
 from mmpush.operations import (
@@ -33,7 +35,14 @@ from mmpush.operations import (
     system_user,
 )
 from mmpush.render import render
-from mmpush.settings import EasSettings, Secret, Settings
+from mmpush.settings import (
+    EasSettings,
+    PushProxyArtifact,
+    Secret,
+    Settings,
+    SettingsError,
+    release_arch,
+)
 
 SERVICE = "mattermost-push-proxy"
 USER = "mattermost-push-proxy"
@@ -119,6 +128,20 @@ def proxy_config(eas: EasSettings) -> dict[str, Any]:
     }
 
 
+def release_url(artifact: PushProxyArtifact) -> str | None:
+    """The release URL for this host's architecture (``uname -m``), or None for a local
+    archive; an architecture the push proxy has no release for stops the run, naming it."""
+    if artifact.url_template is None:
+        return None
+    machine = host.get_fact(Arch)
+    try:
+        return artifact.url_for(release_arch(machine))
+    except ValueError as error:
+        raise SettingsError(
+            host.name, "push_proxy_url", artifact.url_template, f"{error} (uname -m is {machine})"
+        ) from None
+
+
 @deploy("Mattermost Push Proxy")
 def install_push_proxy(settings: Settings) -> None:
     """Install, configure and run the push proxy for a host in ``push_proxies``."""
@@ -134,6 +157,7 @@ def install_push_proxy(settings: Settings) -> None:
         root=ROOT,
         artifact=eas.artifact,
         binary=BINARY,
+        url=release_url(eas.artifact),
     )
     switched = symlink(
         name=f"{ROOT}/current -> releases/{eas.artifact.version}",
@@ -169,7 +193,8 @@ def install_push_proxy(settings: Settings) -> None:
                 user=USER,
                 root=ROOT,
                 config_file=CONFIG_FILE,
-                https_proxy=None,
+                https_proxy=eas.https_proxy,
+                no_proxy=",".join(eas.no_proxy),
             )
         ),
         dest=UNIT_FILE,

@@ -78,6 +78,9 @@ KNOWN_KEYS = frozenset(
         "mattermost_config_path",
         "mattermost_service",
         "mattermost_log_level",
+        "mattermost_accept_env_overrides",
+        "mattermost_restart_batch",
+        "mattermost_ping_url",
         # EAS: the push proxy's public name and its front
         "push_name",
         "push_https_port",
@@ -332,6 +335,12 @@ class MattermostSettings:
     contents: str
     contents_force: bool
     log_level: str | None
+    #: Deploy even when an MM_* environment variable overrides a push setting (warn only).
+    accept_env_overrides: bool = False
+    #: How many servers restart at once; each batch waits until its servers answer again.
+    restart_batch: int = 1
+    #: What answers once the server is up again after a restart (on the server itself).
+    ping_url: str = "http://127.0.0.1:8065/api/v4/system/ping"
 
 
 @dataclass(frozen=True)
@@ -1145,7 +1154,26 @@ def _mattermost(read: _Reader, push_mode: str) -> MattermostSettings:
         contents=contents,
         contents_force=force,
         log_level=level,
+        accept_env_overrides=read.boolean("mattermost_accept_env_overrides", False),
+        restart_batch=read.integer("mattermost_restart_batch", 1, 1, 1000),
+        ping_url=_ping_url(read),
     )
+
+
+def _ping_url(read: _Reader) -> str:
+    value = read.raw("mattermost_ping_url", "http://127.0.0.1:8065/api/v4/system/ping")
+    if (
+        not isinstance(value, str)
+        or not value.startswith(("http://", "https://"))
+        or any(c.isspace() or c in "'\"\\`$" for c in value)
+    ):
+        raise read.error(
+            "mattermost_ping_url",
+            value,
+            "an http:// or https:// URL the server answers on itself once it is up, e.g. "
+            "http://127.0.0.1:8065/api/v4/system/ping",
+        )
+    return value
 
 
 def _networks(read: _Reader, key: str) -> tuple[str, ...]:
@@ -1362,3 +1390,12 @@ def require_mode(settings: Settings, mode: str) -> None:
             f"deploys/{mode}.py needs push_mode = {mode!r}; set it in group_data, or run "
             f"deploys/{settings.push_mode}.py",
         )
+
+
+def log_warnings(settings: Settings) -> None:
+    """Show the host's settings warnings (e.g. a credential expiring soon) in the run's output:
+    ``log_warnings(settings)`` in a deploy, after ``load_settings``."""
+    from pyinfra import logger
+
+    for warning in settings.warnings:
+        logger.warning(f"    [{settings.host}] {warning}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,25 @@ TRUST_STORE_FILE = "/usr/local/share/ca-certificates/mmpush-lab.crt"
 MATTERMOST_HOME = "/opt/mattermost"
 HPNS_DATA_DIR = "/var/lib/hpns-emulator"
 HPNS_CERT_DIR = "/etc/hpns-emulator"
+PUSH_SERVICES_DATA_DIR = "/var/lib/push-services-emulator"
+PUSH_SERVICES_CERT_DIR = "/etc/push-services-emulator"
+
+#: The lab's Mattermost servers are licensed (HPNS and id_loaded need a licence); a test
+#: removes the file to see the unlicensed behaviour.
+LAB_LICENSE = {
+    "id": "mmpush-lab",
+    "sku_short_name": "enterprise",
+    "features": {"cluster": True, "mhpns": True, "id_loaded": True},
+}
+#: The lab's app credentials as Apple and Google know them (the stand-in's registry).
+LAB_TEAM_ID = "LABTEAM001"
+LAB_KEY_ID = "LABKEY0001"
+LAB_REVOKED_KEY_ID = "LABKEY0002"
+LAB_APNS_TOPICS = ("com.mattermost.rnbeta", "com.mattermost.react.native")
+LAB_FCM_PROJECT = "mmpush-lab"
+#: FCM registration tokens the stand-in knows (FCM refuses any other with INVALID_ARGUMENT,
+#: as it refuses a fake one): lab tests and `mmpush lab send-dm` use these.
+LAB_FCM_DEVICES = tuple(f"lab-android-{n:04d}" for n in range(1, 51))
 
 
 def _read(relative: str) -> bytes:
@@ -49,10 +69,23 @@ def emulator_files(host: LabHost) -> dict[str, tuple[bytes, int]]:
             _read("mattermost/mattermost.service"),
             0o644,
         )
+        files[f"{MATTERMOST_HOME}/data/license.json"] = (
+            json.dumps(LAB_LICENSE).encode(),
+            0o644,
+        )
     if "hpns" in host.emulators:
         files["/usr/local/bin/hpns-emulator"] = (_read("hpns/hpns_emulator.py"), 0o755)
         files["/etc/systemd/system/hpns-emulator.service"] = (
             _read("hpns/hpns-emulator.service"),
+            0o644,
+        )
+    if "push-services" in host.emulators:
+        files["/usr/local/bin/push-services-emulator"] = (
+            _read("apple_google/push_services_emulator.py"),
+            0o755,
+        )
+        files["/etc/systemd/system/push-services-emulator.service"] = (
+            _read("apple_google/push-services-emulator.service"),
             0o644,
         )
     return files
@@ -70,11 +103,18 @@ def post_boot_script(host: LabHost) -> str:
             "systemctl daemon-reload",
             "systemctl enable --now mattermost.service",
         ]
+        lines.append(f"chmod 755 {MATTERMOST_HOME}/data")
     if "hpns" in host.emulators:
         lines += [
             f"mkdir -p {HPNS_DATA_DIR}/acme-challenge {HPNS_CERT_DIR}",
             "systemctl daemon-reload",
             "systemctl enable --now hpns-emulator.service",
+        ]
+    if "push-services" in host.emulators:
+        lines += [
+            f"mkdir -p {PUSH_SERVICES_DATA_DIR}/acme-challenge {PUSH_SERVICES_CERT_DIR}",
+            "systemctl daemon-reload",
+            "systemctl enable --now push-services-emulator.service",
         ]
     return "\n".join(lines) + "\n"
 
@@ -91,9 +131,11 @@ def _load(relative: str, name: str) -> ModuleType:
 
 def make_lab_fixtures(fixtures_dir: Path, version: str = "6.5.0") -> dict[str, str]:
     """What a site would bring to an EAS deploy, made for the lab: the push proxy release
-    (the emulator, packaged like the official tarball) and throwaway APNs/FCM credentials.
+    (the emulator, packaged like the official tarball) and throwaway APNs/FCM credentials,
+    plus an APNs key that Apple (the stand-in) has revoked.
 
-    Returns {"archive", "sha256", "version", "apns_key", "fcm_service_account"} (paths).
+    Returns {"archive", "sha256", "version", "apns_key", "apns_revoked_key",
+    "fcm_service_account"} (paths).
     """
     build = _load("push_proxy/build.py", "mmpush_lab_push_proxy_build")
     harness = _load("harness.py", "mmpush_lab_emulator_harness")
@@ -102,13 +144,38 @@ def make_lab_fixtures(fixtures_dir: Path, version: str = "6.5.0") -> dict[str, s
     credentials = fixtures_dir / "credentials"
     credentials.mkdir(exist_ok=True, mode=0o700)
     apns = harness.make_apns_p8_key(credentials / "apns-authkey.p8")
-    fcm = harness.make_fcm_service_account(credentials / "fcm-service-account.json")
-    for path in (apns, fcm):
+    revoked = harness.make_apns_p8_key(credentials / "apns-revoked-authkey.p8")
+    fcm = harness.make_fcm_service_account(
+        credentials / "fcm-service-account.json", project_id=LAB_FCM_PROJECT
+    )
+    for path in (apns, revoked, fcm):
         path.chmod(0o600)
     return {
         "archive": str(archive),
         "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
         "version": version,
         "apns_key": str(apns),
+        "apns_revoked_key": str(revoked),
         "fcm_service_account": str(fcm),
     }
+
+
+def push_services_registry(fixtures: dict[str, str]) -> bytes:
+    """registry.json for the APNs/FCM stand-in: what Apple and Google know of the lab's app
+    credentials (the revoked key included) and the lab's FCM devices."""
+    harness = _load("harness.py", "mmpush_lab_emulator_harness")
+    registry = harness.PushServicesRegistry()
+    registry.add_apns_key_file(
+        Path(fixtures["apns_key"]), LAB_TEAM_ID, LAB_KEY_ID, topics=LAB_APNS_TOPICS
+    )
+    registry.add_apns_key_file(
+        Path(fixtures["apns_revoked_key"]),
+        LAB_TEAM_ID,
+        LAB_REVOKED_KEY_ID,
+        topics=LAB_APNS_TOPICS,
+        revoked=True,
+    )
+    registry.add_service_account_file(Path(fixtures["fcm_service_account"]))
+    for token in LAB_FCM_DEVICES:
+        registry.add_fcm_device(token, LAB_FCM_PROJECT)
+    return json.dumps(registry.data, indent=2).encode()

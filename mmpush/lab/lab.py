@@ -180,11 +180,19 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
             for name in host.fqdns:
                 ca.add_dns_record(name, host.ip)
 
+    with step("Packaging the push proxy release and throwaway APNs/FCM credentials"):
+        state["fixtures"] = emulators.make_lab_fixtures(paths.fixtures_dir)
+        registry = emulators.push_services_registry(state["fixtures"])
+        write_state(paths, state)
+
     with step(f"Booting {len(LAB_HOSTS)} hosts ({', '.join(h.name for h in LAB_HOSTS)})"):
         client_key = containers.ensure_client_key(paths)
         host_keys = {}
         for host in LAB_HOSTS:
             files = {emulators.TRUST_STORE_FILE: (bundle, 0o644), **emulators.emulator_files(host)}
+            if "push-services" in host.emulators:
+                registry_path = f"{emulators.PUSH_SERVICES_DATA_DIR}/registry.json"
+                files[registry_path] = (registry, 0o644)
             host_keys[host.name] = containers.prepare_host(
                 paths, host, rootfs_path, client_key, registry, files
             )
@@ -203,38 +211,48 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
     ):
         list(pool.map(lambda h: containers.ssh(paths, h, emulators.post_boot_script(h)), LAB_HOSTS))
 
-    with step("Issuing the HPNS stand-in's certificate from Pebble (ACME HTTP-01)"):
-        issue_upstream_certificate(paths)
-
-    with step("Packaging the push proxy release and throwaway APNs/FCM credentials"):
-        state["fixtures"] = emulators.make_lab_fixtures(paths.fixtures_dir)
+    with step("Issuing the stand-ins' certificates from Pebble (ACME HTTP-01)"):
+        stand_ins = [
+            ("hpns", emulators.HPNS_DATA_DIR, emulators.HPNS_CERT_DIR, "hpns-emulator"),
+            (
+                "push-services",
+                emulators.PUSH_SERVICES_DATA_DIR,
+                emulators.PUSH_SERVICES_CERT_DIR,
+                "push-services-emulator",
+            ),
+        ]
+        with ThreadPoolExecutor(len(stand_ins)) as pool:
+            list(pool.map(lambda args: issue_stand_in_certificate(paths, *args), stand_ins))
 
     state["phase"] = "up"
     write_state(paths, state)
 
 
-def issue_upstream_certificate(paths: LabPaths) -> None:
-    """Give the HPNS stand-in on upstream1 a Pebble certificate for Mattermost's hosted
-    push names, through the project's own ACME client, as a lab host would get one; the
-    other stand-ins (upstream2) get the same certificate."""
-    stand_ins = [h for h in LAB_HOSTS if "hpns" in h.emulators]
-    upstream = stand_ins[0]
+def issue_stand_in_certificate(
+    paths: LabPaths, emulator: str, data_dir: str, cert_dir: str, service: str
+) -> None:
+    """Give the stand-ins running ``emulator`` a Pebble certificate for the names of the first
+    of them, through the project's own ACME client (HTTP-01, answered by the stand-in on port
+    80 from ``<data_dir>/acme-challenge``), as a lab host would get one; the others (the
+    second HPNS stand-in) get the same certificate."""
+    stand_ins = [h for h in LAB_HOSTS if emulator in h.emulators]
+    first = stand_ins[0]
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, upstream.fqdns[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first.fqdns[0])]))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in upstream.fqdns]), critical=False
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in first.fqdns]), critical=False
         )
         .sign(key, hashes.SHA256())
     )
-    challenge_dir = f"{emulators.HPNS_DATA_DIR}/acme-challenge"
+    challenge_dir = f"{data_dir}/acme-challenge"
 
     def publish(token: str, key_authorization: str) -> None:
-        containers.ssh(paths, upstream, f"cat > {challenge_dir}/{token}", input=key_authorization)
+        containers.ssh(paths, first, f"cat > {challenge_dir}/{token}", input=key_authorization)
 
     def unpublish(token: str) -> None:
-        containers.ssh(paths, upstream, f"rm -f {challenge_dir}/{token}", check=False)
+        containers.ssh(paths, first, f"rm -f {challenge_dir}/{token}", check=False)
 
     settings = acme.AcmeSettings(
         directory_url=ca.ACME_DIRECTORY_URL,
@@ -252,7 +270,6 @@ def issue_upstream_certificate(paths: LabPaths) -> None:
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    cert_dir = emulators.HPNS_CERT_DIR
     for stand_in in stand_ins:
         containers.ssh(
             paths,
@@ -265,7 +282,7 @@ def issue_upstream_certificate(paths: LabPaths) -> None:
             paths,
             stand_in,
             f"cat > {cert_dir}/fullchain.pem.new && mv {cert_dir}/fullchain.pem.new "
-            f"{cert_dir}/fullchain.pem && systemctl restart hpns-emulator.service",
+            f"{cert_dir}/fullchain.pem && systemctl restart {service}.service",
             input=issued.fullchain_pem,
         )
 

@@ -5,7 +5,7 @@ Generated state (keys, known_hosts, Pebble's files, each host's writable layer) 
 with ``MMPUSH_LAB_DIR`` and ``MMPUSH_LAB_CACHE``. Nothing generated is ever inside the repo.
 
     >>> [h.name for h in LAB_HOSTS]
-    ['mm1', 'push1', 'proxy1', 'upstream1', 'upstream2']
+    ['mm1', 'push1', 'proxy1', 'upstream1', 'upstream2', 'apns1']
 """
 
 from __future__ import annotations
@@ -74,6 +74,15 @@ HOSTED_PUSH_NAMES = (
 )
 
 
+#: Apple's and Google's push services, answered in the lab by the APNs/FCM stand-in on apns1.
+APPLE_GOOGLE_NAMES = (
+    "api.push.apple.com",
+    "api.sandbox.push.apple.com",
+    "fcm.googleapis.com",
+    "oauth2.googleapis.com",
+)
+
+
 @dataclass(frozen=True)
 class LabHost:
     """One booted Debian container of the lab.
@@ -112,6 +121,10 @@ LAB_HOSTS: tuple[LabHost, ...] = (
     # lab DNS to see the outbound proxy follow an address change.
     LabHost(
         "upstream2", f"{SUBNET_PREFIX}.15", ("upstream2.lab.test",), ("lab_upstreams",), ("hpns",)
+    ),
+    # Apple's and Google's push services (APNs, FCM, Google's OAuth2), for the push proxy.
+    LabHost(
+        "apns1", f"{SUBNET_PREFIX}.19", APPLE_GOOGLE_NAMES, ("lab_upstreams",), ("push-services",)
     ),
 )
 

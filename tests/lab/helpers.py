@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -248,3 +251,46 @@ def lab_skips(mode: str, outbound_proxy: bool = True) -> dict[str, str]:
             check = "test_mattermost_reaches_its_push_service_over_trusted_tls"
             skips[f"test_modes.py::{check}[{mm}]"] = "has no server"
     return skips
+
+
+# --- pushes ----------------------------------------------------------------------------------
+
+
+def apple_device() -> str:
+    """A new iPhone (apple_rn) device id: APNs tokens are 64 hex digits."""
+    return f"apple_rn-v2:{secrets.token_hex(32)}"
+
+
+def android_device(number: int) -> str:
+    """An Android (android_rn) device id the lab's FCM stand-in knows (1 to 50)."""
+    return f"android_rn-v2:lab-android-{number:04d}"
+
+
+def send_dm(state: dict[str, Any], text: str, device: str, mm: str = "mm1") -> dict[str, Any]:
+    """Account B sends Account A a DM on lab server ``mm``; Account A's phone is ``device``."""
+    from mmpush.mmapi import MattermostClient, send_direct_message
+
+    ip = next(h["ip"] for h in state["hosts"] if h["name"] == mm)
+    return send_direct_message(
+        MattermostClient(f"http://{ip}:8065"), "accountb", "accounta", text, device
+    )
+
+
+def pushes(post_id: str, device: str | None = None, count: int = 1, timeout: float = 30) -> list:
+    """The lab's push records (:class:`mmpush.lab.pushes.PushRecord`) of ``post_id``, for
+    ``device`` only if given, once there are ``count`` (Mattermost pushes asynchronously)."""
+    from mmpush.lab.layout import LabPaths
+    from mmpush.lab.pushes import find_push_records
+
+    token = device.split(":", 1)[1] if device else None
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [
+            r
+            for r in find_push_records(LabPaths.default(), post_id)
+            if token is None
+            or token in (r.data.get("device_id"), (r.data.get("body") or {}).get("device_id"))
+        ]
+        if len(records) >= count or time.monotonic() >= deadline:
+            return records
+        time.sleep(0.5)

@@ -16,15 +16,17 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from mmpush.mmapi import MattermostClient, send_direct_message
-from tests.emulators import harness
 from tests.emulators.push_proxy.build import build_release_tarball
 from tests.lab.helpers import (
     SshRunner,
+    android_device,
+    apple_device,
     deploy,
     grand_total,
     lab_skips,
     planned_changes,
+    pushes,
+    send_dm,
     verify,
 )
 
@@ -44,22 +46,13 @@ def ip_of(state: dict[str, Any], name: str) -> str:
     return next(h["ip"] for h in state["hosts"] if h["name"] == name)
 
 
-def deliveries(on: SshRunner, post_id: str, device: str) -> list[dict[str, Any]]:
-    """What the push proxy delivered for one post to one device (Account A may have other
-    phones registered by earlier tests; each gets its own push)."""
-    token = device.split(":", 1)[1]
-    journal = on("push1", "journalctl -u mattermost-push-proxy -o cat --no-pager").stdout
-    return [
-        record
-        for record in harness.parse_delivery_records(journal)
-        if record.get("post_id") == post_id and record.get("device_id") == token
-    ]
-
-
-def dm(state: dict[str, Any], text: str, device: str) -> dict[str, Any]:
-    """Account B sends Account A a direct message; Account A's phone is ``device``."""
-    client = MattermostClient(f"http://{ip_of(state, 'mm1')}:8065")
-    return send_direct_message(client, "accountb", "accounta", text, device)
+def delivered(state: dict[str, Any], text: str, device: str) -> list[dict[str, Any]]:
+    """Account B sends Account A ``text``; what the push proxy delivered to ``device`` (the
+    APNs/FCM stand-in accepted it) for that post."""
+    post = send_dm(state, text, device)
+    records = pushes(post["id"], device)
+    assert all(r.outcome == "delivered" for r in records), [r.line() for r in records]
+    return [r.data for r in records]
 
 
 def served_certificate(state: dict[str, Any]) -> x509.Certificate:
@@ -96,17 +89,18 @@ def test_dry_run_after_one_setting_change_reports_exactly_that_change(
     assert planned_changes() == {}
     assert planned_changes("push_contents=full") == {
         f"Mattermost push settings | Push settings in {CONFIG}": ["mm1"],
-        "Mattermost push settings | Restart mattermost (push settings changed)?": ["mm1"],
+        "Mattermost push settings | Restart mattermost (push settings changed), 1 at a time?": [
+            "mm1"
+        ],
     }
 
 
 def test_a_dm_push_arrives_through_nginx_with_generic_contents_by_default(
     eas: dict[str, Any], on: SshRunner
 ) -> None:
-    device = "apple_rn-v2:eas-generic-0001"
-    post = dm(eas["state"], "Lunch at noon?", device)
-    [push] = deliveries(on, post["id"], device)
-    assert push["device_id"] == "eas-generic-0001"
+    device = apple_device()
+    [push] = delivered(eas["state"], "Lunch at noon?", device)
+    assert push["device_id"] == device.split(":")[1]
     assert push["apns_topic"] == "com.mattermost.rnbeta"
     assert "Lunch at noon?" not in json.dumps(push), "generic contents carry no message text"
     # set by NGINX on its way through the TLS front: the Mattermost server's address
@@ -117,16 +111,12 @@ def test_full_contents_only_when_the_setting_says_so(eas: dict[str, Any], on: Ss
     try:
         result = deploy("deploys/eas.py", "push_contents=full")
         assert result.returncode == 0, result.stderr[-2000:]
-        device = "android_rn-v2:eas-full-0001"
-        post = dm(eas["state"], "Lunch at noon?", device)
-        [push] = deliveries(on, post["id"], device)
+        [push] = delivered(eas["state"], "Lunch at noon?", android_device(1))
         assert "Lunch at noon?" in push["message"]
         assert push["delivered_via"] == "fcm"
     finally:
         assert deploy("deploys/eas.py").returncode == 0
-    device = "apple_rn-v2:eas-generic-0002"
-    post = dm(eas["state"], "Back to generic", device)
-    [push] = deliveries(on, post["id"], device)
+    [push] = delivered(eas["state"], "Back to generic", apple_device())
     assert "Back to generic" not in json.dumps(push)
 
 
@@ -247,9 +237,7 @@ def test_upgrade_to_another_release_and_roll_back(
     )
     releases = on("push1", "ls /opt/mattermost-push-proxy/releases").stdout.split()
     assert releases == ["6.5.0", "6.6.0"]
-    device = "apple_rn-v2:eas-rollback-01"
-    post = dm(eas["state"], "after rollback", device)
-    assert deliveries(on, post["id"], device)
+    assert delivered(eas["state"], "after rollback", apple_device())
 
 
 def test_credentials_never_appear_in_output_and_land_0600(

@@ -11,15 +11,13 @@ from typing import Any
 
 import pytest
 
-from mmpush.mmapi import MattermostClient, send_direct_message
 from tests.emulators import harness
 from tests.emulators.push_proxy.build import build_release_tarball
-from tests.lab.helpers import SshRunner
+from tests.lab.helpers import SshRunner, pushes, send_dm
 
 pytestmark = pytest.mark.lab
 
 CONFIG = "/opt/mattermost/config/config.json"
-HPNS_RECORDS = "/var/lib/hpns-emulator/received.jsonl"
 
 
 def set_config(on: SshRunner, values: dict[str, Any]) -> None:
@@ -65,25 +63,9 @@ def test_mattermost_pushes_a_dm_to_the_hosted_service_standin_over_verified_tls(
             "LogSettings.FileLevel": "DEBUG",
         },
     )
-    mm1 = next(h for h in lab["hosts"] if h["name"] == "mm1")
-    post = send_direct_message(
-        MattermostClient(f"http://{mm1['ip']}:8065"),
-        "accountb",
-        "accounta",
-        "Hello from the lab",
-        "apple_rn-v2:labdevice0001",
-    )
-    records = [
-        json.loads(line) for line in on("upstream1", f"cat {HPNS_RECORDS}").stdout.splitlines()
-    ]
-    push = [
-        r
-        for r in records
-        if isinstance(r["body"], dict)
-        and r["body"].get("post_id") == post["id"]
-        and r["body"].get("device_id") == "labdevice0001"
-    ]
-    assert len(push) == 1, records[-3:]
+    post = send_dm(lab, "Hello from the lab", "apple_rn-v2:labdevice0001")
+    push = [r.data for r in pushes(post["id"], "apple_rn-v2:labdevice0001")]
+    assert len(push) == 1, push
     assert push[0]["path"] == "/api/v1/send_push"
     assert push[0]["host"] == "push.mattermost.com"
     assert push[0]["sni"] == "push.mattermost.com"
@@ -104,17 +86,28 @@ def test_a_bad_push_server_certificate_is_refused_by_mattermost(
             "EmailSettings.PushNotificationServer": "https://upstream1:443",
         },
     )
-    mm1 = next(h for h in lab["hosts"] if h["name"] == "mm1")
-    send_direct_message(
-        MattermostClient(f"http://{mm1['ip']}:8065"), "accountb", "accounta", "x", "apple_rn-v2:d2"
-    )
-    log = on("mm1", "cat /opt/mattermost/logs/mattermost.log").stdout
-    assert "CERTIFICATE_VERIFY_FAILED" in log or "certificate" in log.lower()
+    device = "apple_rn-v2:badcertdevice02"
+    post = send_dm(lab, "x", device)
+    assert pushes(post["id"], device, timeout=5) == []
+    # the server's own account of it: notifications.log, with the TLS reason
+    line = on(
+        "mm1",
+        "for i in $(seq 60); do grep -F badcertdevice02 /opt/mattermost/logs/notifications.log "
+        "&& break; sleep 0.5; done",
+    ).stdout.splitlines()[-1]
+    entry = json.loads(line)
+    assert entry["msg"] == "Failed to send to push proxy", entry
+    assert entry["device_id"] == "badcertdevice02"
+    assert "CERTIFICATE_VERIFY_FAILED" in entry["error"] or "certificate" in entry["error"], entry
 
 
-def test_push_proxy_release_tarball_runs_on_a_lab_host(on: SshRunner, tmp_path: Path) -> None:
+def test_push_proxy_release_tarball_runs_on_a_lab_host(
+    lab: dict[str, Any], on: SshRunner, tmp_path: Path
+) -> None:
+    """The release-shaped tarball runs as the real one does on a lab host, and delivers to
+    Google's FCM (the lab's stand-in) with the lab's registered service account."""
     tarball = build_release_tarball(tmp_path, version="6.5.0")
-    service_account = harness.make_fcm_service_account(tmp_path / "fcm.json")
+    service_account = Path(lab["fixtures"]["fcm_service_account"])
     config = {
         "ListenAddress": "127.0.0.1:18066",
         "AndroidPushSettings": [{"Type": "android_rn", "ServiceFileLocation": "/root/pp/fcm.json"}],
@@ -140,9 +133,9 @@ def test_push_proxy_release_tarball_runs_on_a_lab_host(on: SshRunner, tmp_path: 
         assert version["version"] == "6.5.0"
         ok = on(
             "push1",
-            'curl -s -H \'X-Forwarded-For: 10.0.0.9\' -d \'{"server_id":"s","device_id":"d",'
-            '"platform":"android_rn-v2","type":"message","message":"hi"}\' '
-            "localhost:18066/api/v1/send_push",
+            'curl -s -H \'X-Forwarded-For: 10.0.0.9\' -d \'{"server_id":"s",'
+            '"device_id":"lab-android-0042","platform":"android_rn-v2","type":"message",'
+            '"message":"hi"}\' localhost:18066/api/v1/send_push',
         ).stdout
         assert json.loads(ok) == {"status": "OK"}
         fail = on(
@@ -153,7 +146,13 @@ def test_push_proxy_release_tarball_runs_on_a_lab_host(on: SshRunner, tmp_path: 
         assert json.loads(fail)["status"] == "FAIL"
         journal = on("push1", "journalctl -u mmpush-test-proxy --no-pager -o cat").stdout
         records = harness.parse_delivery_records(journal)
-        assert [r["x_forwarded_for"] for r in records] == ["10.0.0.9"]
+        assert [(r["x_forwarded_for"], r["device_id"]) for r in records] == [
+            ("10.0.0.9", "lab-android-0042")
+        ]
+        received = on("apns1", "cat /var/lib/push-services-emulator/received.jsonl").stdout
+        sends = [json.loads(line) for line in received.splitlines()]
+        fcm = [r for r in sends if r["service"] == "fcm" and "lab-android-0042" in json.dumps(r)]
+        assert fcm and fcm[-1]["answer"]["status"] == 200, sends[-3:]
     finally:
         on(
             "push1",

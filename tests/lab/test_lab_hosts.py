@@ -35,6 +35,9 @@ def test_testinfra_over_ssh_with_pinned_host_keys(lab: dict[str, Any]) -> None:
         assert host.system_info.distribution == "debian"
         assert host.system_info.release.startswith("12")
         assert host.run("systemctl is-system-running").stdout.strip() == "running"
+        # production-like: a user with sudo, not root
+        assert host.user().name == "deploy"
+        assert host.run("sudo -n id -u").stdout.strip() == "0"
 
 
 def _tampered_known_hosts(lab: dict[str, Any], tmp_path: Path) -> Path:
@@ -119,7 +122,14 @@ def test_status_json_is_the_documented_object(lab: dict[str, Any]) -> None:
     assert Path(lab["acme"]["ca_bundle"]).read_text().count("BEGIN CERTIFICATE") == 2
     for entry in lab["hosts"]:
         assert {"name", "ip", "fqdns", "groups", "running"} <= set(entry)
-    assert {h["name"] for h in lab["hosts"]} == {"mm1", "push1", "proxy1", "upstream1", "upstream2"}
+    assert {h["name"] for h in lab["hosts"]} == {
+        "mm1",
+        "push1",
+        "proxy1",
+        "upstream1",
+        "upstream2",
+        "apns1",
+    }
 
 
 def test_status_exits_nonzero_and_says_so_when_down(tmp_path: Path) -> None:
@@ -132,3 +142,11 @@ def test_status_exits_nonzero_and_says_so_when_down(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "mmpush lab up" in result.stdout
     assert mmpush("lab", "ssh", "nosuchhost", "true").returncode != 0
+    for command in (["send-dm", "hello"], ["ssh", "mm1", "true"]):
+        down = subprocess.run(
+            [str(BIN / "mmpush"), "lab", *command], capture_output=True, text=True, env=env
+        )
+        assert down.returncode == 1, (command, down.stderr)
+        assert "Traceback" not in down.stderr
+        [line] = down.stderr.strip().splitlines()
+        assert line.startswith("mmpush lab: error:") and "mmpush lab up" in line, line

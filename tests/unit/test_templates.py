@@ -182,9 +182,12 @@ def test_push_front_upstream_follows_the_listen_port() -> None:
     assert "server 127.0.0.1:9066;" in upstream.splitlines()
 
 
-def test_push_front_read_timeout_outlasts_the_proxy_send_timeout() -> None:
-    lines = tls_server(push_front_conf(settings(push_proxy_send_timeout_sec=45), tls=True))
-    assert "proxy_read_timeout 75s;" in lines.splitlines()
+def test_push_front_read_timeout_outlasts_the_proxy_send_timeout_and_no_more() -> None:
+    # the push proxy answers within its send timeout; NGINX waits 5 s more, never the 30 s
+    # the Mattermost server itself waits at most
+    lines = tls_server(push_front_conf(settings(push_proxy_send_timeout_sec=20), tls=True))
+    assert "proxy_read_timeout 25s;" in lines.splitlines()
+    assert "proxy_send_timeout 25s;" in lines.splitlines()
 
 
 def test_push_front_redirect_never_uses_host_with_tls() -> None:
@@ -233,6 +236,7 @@ def unit(**overrides: Any) -> list[str]:
         "root": PUSH_PROXY_ROOT,
         "config_file": CONFIG_FILE,
         "https_proxy": None,
+        "no_proxy": "",
         **overrides,
     }
     text = render("systemd/mattermost-push-proxy.service.j2", **variables)
@@ -266,10 +270,14 @@ def test_the_push_proxy_unit_runs_the_current_release_with_an_absolute_config() 
     assert config.startswith("/")
 
 
-def test_the_push_proxy_unit_sets_https_proxy_only_when_given() -> None:
+def test_the_push_proxy_unit_sets_https_proxy_and_no_proxy_only_when_given() -> None:
     assert not any(line.startswith("Environment=") for line in unit())
-    with_proxy = unit(https_proxy="http://proxy.example.net:3128")
-    assert "Environment=HTTPS_PROXY=http://proxy.example.net:3128" in with_proxy
+    with_proxy = unit(
+        https_proxy="http://proxy.example.net:3128", no_proxy="internal.test,10.0.0.0/8"
+    )
+    # upper case: the push proxy's APNs client reads only HTTPS_PROXY
+    assert 'Environment="HTTPS_PROXY=http://proxy.example.net:3128"' in with_proxy
+    assert 'Environment="NO_PROXY=internal.test,10.0.0.0/8"' in with_proxy
 
 
 def test_render_refuses_a_missing_variable() -> None:
