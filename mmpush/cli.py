@@ -29,6 +29,37 @@ def main() -> None:
     """Mattermost push notifications on your own infrastructure."""
 
 
+@main.command()
+@click.argument("inventory")
+@click.option("--data", "data", multiple=True, metavar="KEY=VALUE", help="As pyinfra --data.")
+def check(inventory: str, data: tuple[str, ...]) -> None:
+    """Validate every host's settings in INVENTORY as a deploy would, without connecting to
+    any host: exit 1, naming host, setting and value, when one is invalid."""
+    from mmpush.check import check_inventory
+    from mmpush.inventory import InventoryError
+
+    try:
+        results = check_inventory(inventory, list(data))
+    except InventoryError as error:
+        click.echo(f"mmpush check: error: {error}", err=True)
+        sys.exit(1)
+    for result in results:
+        groups = ", ".join(result.groups) or "no group"
+        click.echo(f"{'FAIL' if result.error else 'OK':4}  {result.host}  [{groups}]")
+        if result.placeholders:
+            click.echo("      placeholders to replace (CHANGE-ME):")
+            for key, hint in result.placeholders:
+                click.echo(f"        {key}: {hint}")
+        elif result.error:
+            click.echo(f"      {result.error}")
+        for warning in result.warnings:
+            click.echo(f"      warning: {warning}")
+    failed = sum(1 for r in results if r.error)
+    click.echo(f"{len(results)} hosts, {failed} with invalid settings")
+    if failed or not results:
+        sys.exit(1)
+
+
 @main.group()
 def lab() -> None:
     """The local lab: real Debian hosts (systemd-nspawn) and an ACME CA (Pebble)."""

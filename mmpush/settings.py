@@ -806,6 +806,17 @@ def _placeholders(key: str, value: object) -> Iterator[tuple[str, str]]:
             yield from _placeholders(f"{key}[{index}]", item)
 
 
+def placeholders(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every (setting, what goes there) still holding a ``CHANGE-ME`` placeholder in a host's
+    data: ``[("push_name", "the push proxy's public DNS name")]``."""
+    found = []
+    for top in sorted(data):
+        if top in KNOWN_KEYS:
+            for key, text in _placeholders(top, data[top]):
+                found.append((key, text[len(PLACEHOLDER) :].lstrip(" :-")))
+    return found
+
+
 def _refuse_placeholders(read: _Reader) -> None:
     """A setting still holding a ``CHANGE-ME...`` placeholder stops the run, saying what goes
     there: ``push_name = "CHANGE-ME: the push proxy's public DNS name"``."""

@@ -182,7 +182,7 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
 
     with step("Packaging the push proxy release and throwaway APNs/FCM credentials"):
         state["fixtures"] = emulators.make_lab_fixtures(paths.fixtures_dir)
-        registry = emulators.push_services_registry(state["fixtures"])
+        push_registry = emulators.push_services_registry(state["fixtures"])
         write_state(paths, state)
 
     with step(f"Booting {len(LAB_HOSTS)} hosts ({', '.join(h.name for h in LAB_HOSTS)})"):
@@ -192,7 +192,7 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
             files = {emulators.TRUST_STORE_FILE: (bundle, 0o644), **emulators.emulator_files(host)}
             if "push-services" in host.emulators:
                 registry_path = f"{emulators.PUSH_SERVICES_DATA_DIR}/registry.json"
-                files[registry_path] = (registry, 0o644)
+                files[registry_path] = (push_registry, 0o644)
             host_keys[host.name] = containers.prepare_host(
                 paths, host, rootfs_path, client_key, registry, files
             )
