@@ -9,7 +9,7 @@ first (same as deploys/outbound_proxy.py).
 
 from pyinfra import host, logger
 
-from mmpush import mattermost, outbound_proxy
+from mmpush import mattermost, operations, outbound_proxy
 from mmpush.settings import load_settings, log_warnings, require_mode
 
 settings = load_settings(host)
@@ -18,6 +18,12 @@ log_warnings(settings)
 
 if settings.in_group("outbound_proxies"):
     outbound_proxy.install_outbound_proxy(settings)
+
+# every push target is ready before any Mattermost server is pointed at it
+operations.barrier(
+    name="Push targets are ready",
+    reason="Mattermost servers check the push URL and are pointed at it next",
+)
 
 if settings.in_group("mattermost"):
     logger.warning(

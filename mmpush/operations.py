@@ -433,6 +433,23 @@ def system_user(user: str, home: str, shell: str = "/usr/sbin/nologin"):
     )
 
 
+# --- ordering ----------------------------------------------------------------------------
+
+
+@operation()
+def barrier(reason: str):
+    """Nothing, on every host: called at the same place for all hosts, it makes every
+    operation before it (on any host) run before any operation after it. pyinfra orders each
+    host's operations, not operations of different hosts; an operation reached by every host
+    from one place in the code is one step for all of them, so it joins their orders.
+
+        barrier(name="Push proxies are ready", reason="Mattermost servers check them next")
+    """
+    host.noop(reason)
+    return
+    yield
+
+
 # --- restarts ---------------------------------------------------------------------------------
 
 
