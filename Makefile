@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: deps demo test unit lint lab-up lab-down bench
+.PHONY: install deps demo test unit lint lab-up lab-down bench mutate
+
+## A control node for production runs: .venv with the project; no root, no lab.
+install:
+	@scripts/install-control-node
 
 deps:
 	@scripts/install-deps
