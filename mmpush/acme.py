@@ -310,6 +310,150 @@ def obtain_certificate(
     )
 
 
+# --- DNS-01 -------------------------------------------------------------------------------------
+
+
+class ChallengeCleanupError(AcmeError):
+    """Some DNS-01 challenge records could not be removed after an order.
+
+    ``original`` is the error the order failed with (None when it succeeded) and its text is
+    part of this message; ``issued`` is the certificate when the CA issued one anyway, so that
+    a caller may still install it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        original: BaseException | None = None,
+        issued: IssuedCertificate | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.original = original
+        self.issued = issued
+
+
+def _dns01_challenge(
+    settings: AcmeSettings, authzr: messages.AuthorizationResource
+) -> messages.ChallengeBody:
+    """The DNS-01 challenge of an authorization; AcmeError when the CA offers none."""
+    for challb in authzr.body.challenges:
+        if isinstance(challb.chall, challenges.DNS01):
+            return challb
+    offered = ", ".join(challb.chall.typ for challb in authzr.body.challenges)
+    raise AcmeError(
+        f"ACME certificate order for {authzr.body.identifier.value} at"
+        f" {settings.directory_url} failed: the CA offers no dns-01 challenge"
+        f" (offered: {offered})"
+    )
+
+
+def obtain_certificate_dns01(
+    settings: AcmeSettings,
+    account_key: jose.JWK,
+    csr_pem: bytes,
+    publish: Callable[[str, str], None],
+    unpublish: Callable[[str, str], None],
+) -> IssuedCertificate:
+    """Get a certificate for a CSR, answering DNS-01 challenges through the callbacks.
+
+    ``publish(name, value)`` must make TXT ``name`` (``_acme-challenge.<domain>``; the base
+    name for a wildcard) answer ``value`` on every authoritative server of the zone before it
+    returns; it is called for every pending authorization, and only then is the CA told to
+    validate. ``unpublish(name, value)`` is then called for every record published (or
+    attempted), on success and on failure. The private key never leaves its host: only the
+    CSR is sent. ``settings.timeout`` bounds the exchange once the records are published (the
+    publisher bounds its own wait).
+
+    Errors: AcmeError for the CA's failures; an exception of ``publish`` passes unchanged.
+    When a removal fails, ChallengeCleanupError is raised instead, naming the records and
+    carrying the order's own error (``original``, in its message too) or, when the CA issued
+    the certificate anyway, the certificate (``issued``).
+
+        publisher = dns01.Dns01Publisher(updater)
+        issued = obtain_certificate_dns01(settings, account_key, csr_pem,
+                                          publisher.publish, publisher.unpublish)
+    """
+    try:
+        domains = csr_domains(csr_pem)
+    except ValueError as error:
+        raise AcmeError(f"the CSR for {settings.directory_url} is not a valid PEM CSR") from error
+    acme_client = register_account(settings, account_key)
+    published: list[tuple[str, str]] = []
+    try:
+        order = acme_client.new_order(csr_pem)
+        answers = []
+        for authzr in order.authorizations:
+            if authzr.body.status == messages.STATUS_VALID:
+                continue
+            challb = _dns01_challenge(settings, authzr)
+            response, value = challb.response_and_validation(account_key)
+            name = challb.chall.validation_domain_name(authzr.body.identifier.value)
+            published.append((name, value))
+            publish(name, value)
+            answers.append((challb, response))
+        # The acme library compares deadlines with the naive local datetime.now().
+        deadline = dt.datetime.now() + dt.timedelta(seconds=settings.timeout)
+        for challb, response in answers:
+            acme_client.answer_challenge(challb, response)
+        order = acme_client.poll_and_finalize(order, deadline)
+    except _ACME_FAILURES as error:
+        failure = _failure(settings, domains, "certificate order", error)
+        _remove_dns01_records(settings, domains, unpublish, published, failure)
+        raise failure from error
+    except BaseException as error:
+        _remove_dns01_records(settings, domains, unpublish, published, error)
+        raise
+    try:
+        cert_pem, chain_pem = split_fullchain(order.fullchain_pem)
+    except ValueError as error:
+        failure = _failure(settings, domains, "certificate download", error)
+        _remove_dns01_records(settings, domains, unpublish, published, failure)
+        raise failure from error
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    issued = IssuedCertificate(
+        fullchain_pem=cert_pem + chain_pem,
+        cert_pem=cert_pem,
+        chain_pem=chain_pem,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
+    _remove_dns01_records(settings, domains, unpublish, published, None, issued)
+    return issued
+
+
+def _remove_dns01_records(
+    settings: AcmeSettings,
+    domains: list[str],
+    unpublish: Callable[[str, str], None],
+    records: list[tuple[str, str]],
+    original: BaseException | None,
+    issued: IssuedCertificate | None = None,
+) -> None:
+    """Call ``unpublish`` for every record, each even when an earlier one fails; raise
+    ChallengeCleanupError naming the ones that failed, with ``original``'s text in it."""
+    failed = []
+    for name, value in records:
+        try:
+            unpublish(name, value)
+        except Exception as error:
+            failed.append(f"{name}: {error}")
+    if not failed:
+        return
+    removal = "the DNS-01 challenge records were not all removed: " + "; ".join(failed)
+    if original is not None and not isinstance(original, Exception):
+        original.add_note(removal)  # KeyboardInterrupt and the like stay what they are
+        return
+    if original is None:
+        names = ", ".join(domains)
+        message = (
+            f"ACME certificate order for {names} at {settings.directory_url}: the certificate"
+            f" was issued, but {removal}"
+        )
+    else:
+        message = f"{original}; also, {removal}"
+    raise ChallengeCleanupError(message, original, issued) from original
+
+
 # --- renewal ------------------------------------------------------------------------------------
 
 
