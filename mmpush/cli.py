@@ -73,11 +73,17 @@ def _fail(error: BaseException) -> NoReturn:
 
 
 @lab.command()
-def up() -> None:
+@click.option(
+    "--mattermost-hosts",
+    default=1,
+    show_default=True,
+    help="File-configured Mattermost servers: mm1, then mm4, mm5, ... (a fleet).",
+)
+def up(mattermost_hosts: int) -> None:
     """Clean any earlier lab, then build (or reuse) the rootfs and boot the lab hosts."""
     started = time.monotonic()
     try:
-        state = lab_module.up(LabPaths.default())
+        state = lab_module.up(LabPaths.default(), mattermost_hosts=mattermost_hosts)
     except LabError as error:
         _fail(error)
     click.echo(f"[lab] up in {time.monotonic() - started:.1f} s", err=True)

@@ -89,8 +89,8 @@ class MattermostEnvironment(FactBase[dict[str, list[str]]]):
                 "| sed -E 's/^[[:space:]]*\"?//; s/=$//; s/^/unit\\t/'",
                 f"for f in $(systemctl show {u} -p EnvironmentFiles --value 2>/dev/null "
                 "| sed 's/ (ignore_errors=[a-z]*)//'); do f=${f#-}; [ -f \"$f\" ] && "
-                f'sed -nE "s/^[[:space:]]*(export[[:space:]]+)?({name})[[:space:]]*=.*/'
-                'file $f\\t\\2/p" "$f"; done',
+                # systemd takes NAME=value lines only: `export NAME=value` is ignored
+                f'sed -nE "s/^[[:space:]]*({name})[[:space:]]*=.*/file $f\\t\\1/p" "$f"; done',
                 "systemctl show-environment 2>/dev/null "
                 f"| sed -nE 's/^({name})=.*/manager\\t\\1/p'",
                 f"pid=$(systemctl show {u} -p MainPID --value 2>/dev/null)",

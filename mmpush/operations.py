@@ -465,33 +465,69 @@ def restart_if_changed(service: str, changes: list[OperationMeta], name: str) ->
         systemd.service(name=name, service=service, restarted=True, _if=any_changed(*changes))
 
 
+#: Services whose restart failed in this run, with the hosts: later batches of the same
+#: service are not restarted (a bad change must not take a whole cluster down).
+FAILED_RESTARTS: dict[str, list[str]] = {}
+
+
 @operation()
 def restart_and_wait(service: str, ping_url: str, timeout: int = 180):
-    """Restart ``service`` and wait until ``ping_url`` answers on the host again (bounded),
-    so that, run with ``_parallel=N``, at most N servers are down at a time.
+    """Restart ``service`` and wait until ``ping_url`` answers on the host again (bounded).
+    Run with ``_parallel=N``: at most N servers are down at a time, and once one of them does
+    not come back, the servers of later batches are not restarted at all (the run fails,
+    naming them and the one that did not come back).
 
         restart_and_wait(name="Restart Mattermost", service="mattermost",
                          ping_url="http://127.0.0.1:8065/api/v4/system/ping", _parallel=1)
     """
-    yield bash(
-        "\n".join(
-            [
-                "set -euo pipefail",
-                f"systemctl restart {q(service)}",
-                f"deadline=$((SECONDS + {int(timeout)}))",
-                f"until curl -sf --noproxy '*' --max-time 5 -o /dev/null {q(ping_url)}; do",
-                f"  if ! systemctl is-active --quiet {q(service)}; then",
-                f"    echo 'mmpush: {service} did not come back after the restart' >&2; exit 1",
-                "  fi",
-                '  if [ "$SECONDS" -ge "$deadline" ]; then',
-                f"    echo 'mmpush: {service} does not answer {ping_url} {timeout} s after the "
-                "restart' >&2; exit 1",
-                "  fi",
-                "  sleep 1",
-                "done",
-            ]
-        )
+    yield FunctionCommand(_restart_and_wait, (service, ping_url, timeout), {})
+
+
+def restart_and_wait_script(service: str, ping_url: str, timeout: int) -> str:
+    """The host side of :func:`restart_and_wait`."""
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            f"systemctl restart {q(service)} || true",
+            f"deadline=$((SECONDS + {int(timeout)}))",
+            f"until curl -sf --noproxy '*' --max-time 5 -o /dev/null {q(ping_url)}; do",
+            f"  if systemctl is-failed --quiet {q(service)}; then",
+            f"    echo 'mmpush: {service} did not come back after the restart "
+            f"(systemctl status {service})' >&2; exit 1",
+            "  fi",
+            '  if [ "$SECONDS" -ge "$deadline" ]; then',
+            f"    echo 'mmpush: {service} does not answer {ping_url} {timeout} s after the "
+            "restart' >&2; exit 1",
+            "  fi",
+            "  sleep 1",
+            "done",
+        ]
     )
+
+
+def _restart_and_wait(state: Any, host: Any, service: str, ping_url: str, timeout: int) -> bool:
+    failed = FAILED_RESTARTS.get(service)
+    if failed:
+        host.log_styled(
+            f"{service} was not restarted: {', '.join(failed)} did not come back after its "
+            "restart, so no other server is restarted in this run. This server runs its old "
+            "settings; its new ones are on disk and apply at its next restart.",
+            fg="red",
+            log_func=logger.error,
+        )
+        return False
+    try:
+        run_checked(
+            state,
+            host,
+            bash(restart_and_wait_script(service, ping_url, timeout)),
+            f"restarting {service}",
+        )
+    except OperationError as error:
+        FAILED_RESTARTS.setdefault(service, []).append(host.name)
+        host.log_styled(str(error), fg="red", log_func=logger.error)
+        return False
+    return True
 
 
 def daemon_reload_if_changed(unit_file: OperationMeta) -> None:

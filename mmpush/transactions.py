@@ -248,7 +248,7 @@ NGINX_TRANSACTION_BODY = r"""rollback() {
   for i in "${!news[@]}"; do [ -z "${news[$i]}" ] || rm -f -- "${news[$i]}"; done
   if [ "${#failed[@]}" -gt 0 ]; then
     say "ROLLBACK INCOMPLETE: could not put back ${failed[*]}; their verified copies are kept" \
-        "in $backup (old-<n>, in the order of the operation's files). NGINX was not reloaded," \
+        "in $backup (its MANIFEST says which old-<n> is which file). NGINX was not reloaded," \
         "so it still serves the previous configuration, but would not start with the files on" \
         "disk: restore them by hand before restarting NGINX"
     return 1
@@ -276,6 +276,8 @@ for i in "${!paths[@]}"; do
 done
 rm -rf -- "$backup"
 mkdir -p -- "$backup" || abort "could not create $backup"
+for i in "${!paths[@]}"; do printf 'old-%s\t%s\n' "$i" "${paths[$i]}"; done > "$backup/MANIFEST" \
+  || abort "could not write $backup/MANIFEST (disk full?)"
 for i in "${!paths[@]}"; do
   if exists "${paths[$i]}"; then
     copy_checked "${paths[$i]}" "$backup/old-$i" \

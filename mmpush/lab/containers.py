@@ -83,7 +83,9 @@ def ensure_client_key(paths: LabPaths) -> str:
     return public_file.read_text().strip()
 
 
-def etc_hosts(host: LabHost, registry: Mapping[str, list[str]]) -> str:
+def etc_hosts(
+    host: LabHost, registry: Mapping[str, list[str]], hosts: tuple[LabHost, ...] = LAB_HOSTS
+) -> str:
     """The /etc/hosts every lab host gets: all lab names, and the package registry pinned to
     the addresses the host's NAT allows (lab hosts have no DNS of their own)."""
     lines = [
@@ -92,7 +94,7 @@ def etc_hosts(host: LabHost, registry: Mapping[str, list[str]]) -> str:
         "::1\tlocalhost ip6-localhost ip6-loopback",
         f"{GATEWAY_IP}\tgateway.lab.test",
     ]
-    for other in LAB_HOSTS:
+    for other in hosts:
         lines.append(f"{other.ip}\t{' '.join(other.fqdns)} {other.name}")
     for name, ips in sorted(registry.items()):
         lines.append(f"{ips[0]}\t{name}")
@@ -116,6 +118,7 @@ def prepare_host(
     client_public_key: str,
     registry: Mapping[str, list[str]],
     files: Mapping[str, tuple[bytes, int]] | None = None,
+    hosts: tuple[LabHost, ...] = LAB_HOSTS,
 ) -> str:
     """Create the host's filesystem before boot; return its SSH host public key line.
 
@@ -134,7 +137,7 @@ def prepare_host(
         os.chown(path, DEPLOY_UID, DEPLOY_UID)
     write_file(root / "etc/machine-id", secrets.token_hex(16) + "\n", 0o444)
     write_file(root / "etc/hostname", host.name + "\n")
-    write_file(root / "etc/hosts", etc_hosts(host, registry))
+    write_file(root / "etc/hosts", etc_hosts(host, registry, hosts))
     write_file(
         root / "etc/resolv.conf",
         "# Lab hosts resolve from /etc/hosts only (mmpush lab).\n"
@@ -226,11 +229,13 @@ def boot_host(paths: LabPaths, host: LabHost) -> int:
     return process.pid
 
 
-def write_ssh_files(paths: LabPaths, host_keys: Mapping[str, str]) -> None:
+def write_ssh_files(
+    paths: LabPaths, host_keys: Mapping[str, str], hosts: tuple[LabHost, ...] = LAB_HOSTS
+) -> None:
     """Write known_hosts (every host's key pinned by IP and names) and an ssh_config that
     uses it with strict host key checking."""
     known, config = [], []
-    for host in LAB_HOSTS:
+    for host in hosts:
         if host.name not in host_keys:
             continue
         names = ",".join([host.ip, host.name, *host.fqdns])

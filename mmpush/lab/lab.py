@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mmpush import acme
-from mmpush.lab import ca, containers, emulators, network, rootfs
+from mmpush.lab import ca, containers, emulators, limits, network, rootfs
 from mmpush.lab.layout import (
+    BASE_HOSTS,
     BRIDGE,
     DEPLOY_USER,
     GATEWAY_IP,
@@ -40,6 +41,7 @@ from mmpush.lab.layout import (
     LabHost,
     LabPaths,
     lab_host,
+    lab_layout,
 )
 from mmpush.lab.sh import LabError, run, step
 
@@ -94,7 +96,9 @@ def write_state(paths: LabPaths, state: dict[str, Any]) -> None:
     tmp.replace(paths.state_file)
 
 
-def new_state(paths: LabPaths, rootfs_path: Path) -> dict[str, Any]:
+def new_state(
+    paths: LabPaths, rootfs_path: Path, hosts: tuple[LabHost, ...] = LAB_HOSTS
+) -> dict[str, Any]:
     """The documented lab state (docs/lab.md), before anything runs."""
     return {
         "version": STATE_VERSION,
@@ -131,16 +135,26 @@ def new_state(paths: LabPaths, rootfs_path: Path) -> dict[str, Any]:
                 "netns": h.netns,
                 "pid": None,
             }
-            for h in LAB_HOSTS
+            for h in hosts
         ],
     }
+
+
+def hosts_of(state: dict[str, Any]) -> tuple[LabHost, ...]:
+    """The lab hosts a state describes (its layout, extra Mattermost servers included)."""
+    return tuple(lab_host(entry["name"]) for entry in state["hosts"])
 
 
 # --- up --------------------------------------------------------------------------------
 
 
-def up(paths: LabPaths) -> dict[str, Any]:
-    """Bring up a fresh lab (cleaning any earlier one first) and return its state."""
+def up(paths: LabPaths, mattermost_hosts: int = 1) -> dict[str, Any]:
+    """Bring up a fresh lab (cleaning any earlier one first) and return its state;
+    ``mattermost_hosts`` file-configured Mattermost servers (mm1, mm4, mm5, ...)."""
+    try:
+        hosts = lab_layout(mattermost_hosts)
+    except ValueError as error:
+        raise LabError(str(error)) from None
     check_host_support()
     install_host_packages()
     with step("Cleaning up any earlier lab"):
@@ -150,10 +164,12 @@ def up(paths: LabPaths) -> dict[str, Any]:
     title = "Using the cached Debian rootfs" if cached else "Building the Debian rootfs (cold)"
     with step(title):
         rootfs_path = rootfs.ensure_rootfs(paths)
-    state = new_state(paths, rootfs_path)
+    state = new_state(paths, rootfs_path, hosts)
+    state["mattermost_hosts"] = mattermost_hosts
     write_state(paths, state)
     try:
-        _bring_up(paths, state, rootfs_path)
+        limits.raise_for(len(hosts), paths)
+        _bring_up(paths, state, rootfs_path, hosts)
     except BaseException:
         click.echo("[lab] up failed: removing what was made (logs kept in logs/)", err=True)
         down(paths, quiet=True)
@@ -161,13 +177,15 @@ def up(paths: LabPaths) -> dict[str, Any]:
     return state
 
 
-def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None:
+def _bring_up(
+    paths: LabPaths, state: dict[str, Any], rootfs_path: Path, hosts: tuple[LabHost, ...]
+) -> None:
     with step("Creating the lab network (bridge, namespaces, NAT to the Debian registry)"):
         registry = network.resolve_registry(network.registry_names(rootfs_path))
         state["registry"] = registry
         write_state(paths, state)
         network.create_bridge()
-        for host in LAB_HOSTS:
+        for host in hosts:
             network.create_host_network(host)
         network.install_nat([ip for ips in registry.values() for ip in ips], paths)
 
@@ -176,7 +194,7 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
         state["processes"] = ca.start_pebble(paths)
         write_state(paths, state)
         bundle = ca.write_ca_bundle(paths).read_bytes()
-        for host in LAB_HOSTS:
+        for host in hosts:
             for name in host.fqdns:
                 ca.add_dns_record(name, host.ip)
 
@@ -185,31 +203,31 @@ def _bring_up(paths: LabPaths, state: dict[str, Any], rootfs_path: Path) -> None
         push_registry = emulators.push_services_registry(state["fixtures"])
         write_state(paths, state)
 
-    with step(f"Booting {len(LAB_HOSTS)} hosts ({', '.join(h.name for h in LAB_HOSTS)})"):
+    with step(f"Booting {len(hosts)} hosts ({', '.join(h.name for h in hosts)})"):
         client_key = containers.ensure_client_key(paths)
         host_keys = {}
-        for host in LAB_HOSTS:
+        for host in hosts:
             files = {emulators.TRUST_STORE_FILE: (bundle, 0o644), **emulators.emulator_files(host)}
             if "push-services" in host.emulators:
                 registry_path = f"{emulators.PUSH_SERVICES_DATA_DIR}/registry.json"
                 files[registry_path] = (push_registry, 0o644)
             host_keys[host.name] = containers.prepare_host(
-                paths, host, rootfs_path, client_key, registry, files
+                paths, host, rootfs_path, client_key, registry, files, hosts
             )
-        containers.write_ssh_files(paths, host_keys)
+        containers.write_ssh_files(paths, host_keys, hosts)
         for entry in state["hosts"]:
             entry["pid"] = containers.boot_host(paths, lab_host(entry["name"]))
             write_state(paths, state)
-        with ThreadPoolExecutor(len(LAB_HOSTS)) as pool:
-            boot_states = list(pool.map(lambda h: containers.wait_for_boot(paths, h), LAB_HOSTS))
+        with ThreadPoolExecutor(min(len(hosts), 16)) as pool:
+            boot_states = list(pool.map(lambda h: containers.wait_for_boot(paths, h), hosts))
         for entry, boot_state in zip(state["hosts"], boot_states, strict=True):
             entry["boot_state"] = boot_state
 
     with (
         step("Installing the lab CA and the emulators on the hosts"),
-        ThreadPoolExecutor(len(LAB_HOSTS)) as pool,
+        ThreadPoolExecutor(min(len(hosts), 16)) as pool,
     ):
-        list(pool.map(lambda h: containers.ssh(paths, h, emulators.post_boot_script(h)), LAB_HOSTS))
+        list(pool.map(lambda h: containers.ssh(paths, h, emulators.post_boot_script(h)), hosts))
 
     with step("Issuing the stand-ins' certificates from Pebble (ACME HTTP-01)"):
         stand_ins = [
@@ -235,7 +253,7 @@ def issue_stand_in_certificate(
     of them, through the project's own ACME client (HTTP-01, answered by the stand-in on port
     80 from ``<data_dir>/acme-challenge``), as a lab host would get one; the others (the
     second HPNS stand-in) get the same certificate."""
-    stand_ins = [h for h in LAB_HOSTS if emulator in h.emulators]
+    stand_ins = [h for h in BASE_HOSTS if emulator in h.emulators]
     first = stand_ins[0]
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
@@ -306,6 +324,7 @@ def down(paths: LabPaths, quiet: bool = False) -> None:
             run(["umount", "--lazy", mount], check=False)
     containers.remove_cgroups()
     network.remove_network(paths)
+    limits.restore(paths)
     for generated in (paths.hosts_dir, paths.fixtures_dir):
         if generated.exists():
             shutil.rmtree(generated, ignore_errors=True)
@@ -334,7 +353,7 @@ def status(paths: LabPaths) -> dict[str, Any]:
 
 def host_for(name: str) -> LabHost:
     """Look a lab host up by name or FQDN, for ``mmpush lab ssh``."""
-    for host in LAB_HOSTS:
+    for host in BASE_HOSTS:
         if name == host.name or name in host.fqdns:
             return host
-    return lab_host(name)
+    return lab_host(name.split(".")[0] if name.endswith(".lab.test") else name)

@@ -112,7 +112,7 @@ class LabHost:
         return f"{NETNS_PREFIX}{self.name}"
 
 
-LAB_HOSTS: tuple[LabHost, ...] = (
+BASE_HOSTS: tuple[LabHost, ...] = (
     LabHost("mm1", f"{SUBNET_PREFIX}.11", ("mm.lab.test",), ("mattermost",), ("mattermost",)),
     LabHost("push1", f"{SUBNET_PREFIX}.12", ("push.lab.test",), ("push_proxies",)),
     LabHost("proxy1", f"{SUBNET_PREFIX}.13", ("outbound.lab.test",), ("outbound_proxies",)),
@@ -129,13 +129,48 @@ LAB_HOSTS: tuple[LabHost, ...] = (
 )
 
 
+#: More file-configured Mattermost servers (`mmpush lab up --mattermost-hosts N`) are
+#: mm4, mm5, ... at 10.77.44.104, .105, ... (mm2 and mm3 are names the lab keeps for a
+#: database-configured cluster).
+FIRST_EXTRA_MATTERMOST = 4
+MAX_MATTERMOST_HOSTS = 150
+
+
+def extra_mattermost_host(number: int) -> LabHost:
+    """The file-configured Mattermost server ``mm<number>`` (number 4 and up)."""
+    return LabHost(
+        f"mm{number}",
+        f"{SUBNET_PREFIX}.{100 + number}",
+        (f"mm{number}.lab.test",),
+        ("mattermost",),
+        ("mattermost",),
+    )
+
+
+def lab_layout(mattermost_hosts: int = 1) -> tuple[LabHost, ...]:
+    """The lab's hosts with ``mattermost_hosts`` file-configured Mattermost servers (mm1,
+    then mm4, mm5, ...): ``[h.name for h in lab_layout(3)][-2:] == ["mm4", "mm5"]``."""
+    if not 1 <= mattermost_hosts <= MAX_MATTERMOST_HOSTS:
+        raise ValueError(f"--mattermost-hosts {mattermost_hosts}: from 1 to {MAX_MATTERMOST_HOSTS}")
+    extra = range(FIRST_EXTRA_MATTERMOST, FIRST_EXTRA_MATTERMOST + mattermost_hosts - 1)
+    return BASE_HOSTS + tuple(extra_mattermost_host(n) for n in extra)
+
+
+#: The default lab (one Mattermost server).
+LAB_HOSTS = lab_layout()
+
+
 def lab_host(name: str) -> LabHost:
-    """The lab host called ``name`` (``lab_host("mm1").ip == "10.77.44.11"``)."""
-    for host in LAB_HOSTS:
+    """The lab host called ``name`` (``lab_host("mm1").ip == "10.77.44.11"``), in any
+    layout (``lab_host("mm7")`` is the seventh file-configured server's host)."""
+    for host in BASE_HOSTS:
         if host.name == name:
             return host
-    known = ", ".join(h.name for h in LAB_HOSTS)
-    raise KeyError(f"no lab host named {name!r} (lab hosts: {known})")
+    number = name.removeprefix("mm")
+    if name.startswith("mm") and number.isdigit() and int(number) >= FIRST_EXTRA_MATTERMOST:
+        return extra_mattermost_host(int(number))
+    known = ", ".join(h.name for h in BASE_HOSTS)
+    raise KeyError(f"no lab host named {name!r} (lab hosts: {known}, mm4, mm5, ...)")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmpush.lab.containers import ssh
-from mmpush.lab.layout import LAB_HOSTS, LabPaths, lab_host
+from mmpush.lab.layout import BASE_HOSTS, LabPaths, lab_host
 
 DELIVERED = "EMULATOR-DELIVERY "
 UNDELIVERED = "EMULATOR-UNDELIVERED "
@@ -59,7 +59,7 @@ def push_proxy_records(paths: LabPaths, post_id: str) -> list[PushRecord]:
 def hpns_records(paths: LabPaths, post_id: str) -> list[PushRecord]:
     """What the HPNS stand-ins received for ``post_id``."""
     records = []
-    for host in (h for h in LAB_HOSTS if "hpns" in h.emulators):
+    for host in (h for h in BASE_HOSTS if "hpns" in h.emulators):
         text = ssh(paths, host, f"grep -F {post_id} {HPNS_RECORDS} 2>/dev/null || true").stdout
         for line in text.splitlines():
             data = json.loads(line)

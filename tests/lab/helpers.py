@@ -232,7 +232,9 @@ EAS_CHECKS = (
 MATTERMOST_HOSTS = ("mm1",)
 
 
-def lab_skips(mode: str, outbound_proxy: bool = True) -> dict[str, str]:
+def lab_skips(
+    mode: str, outbound_proxy: bool = True, mattermost: tuple[str, ...] = MATTERMOST_HOSTS
+) -> dict[str, str]:
     """The verify checks that must be skipped on the lab in ``mode``, each with the text its
     skip reason must contain. Everything else must run and pass."""
     skips: dict[str, str] = {}
@@ -242,7 +244,7 @@ def lab_skips(mode: str, outbound_proxy: bool = True) -> dict[str, str]:
         skips.update(
             {f"test_outbound_proxy.py::{t}[proxy1]": "not 'hpns'" for t in OUTBOUND_CHECKS}
         )
-    for mm in MATTERMOST_HOSTS:
+    for mm in mattermost:
         if mode != "off":
             skips[f"test_modes.py::test_off_mode_sends_no_push_and_names_no_server[{mm}]"] = (
                 "not 'off'"

@@ -273,6 +273,8 @@ def test_a_rollback_that_cannot_restore_says_so_and_keeps_the_verified_copies(bo
     assert "rolled back" not in result.stderr
     assert (box.backup / "old-0").read_bytes() == OLD_CONF
     assert (box.backup / "old-1").read_bytes() == OLD_SITE
+    manifest = (box.backup / "MANIFEST").read_text().splitlines()
+    assert manifest[:2] == [f"old-0\t{changes[0].path}", f"old-1\t{changes[1].path}"]
     assert "systemctl reload nginx" not in box.calls()
 
 
