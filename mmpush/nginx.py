@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import FindFiles
 from pyinfra.operations import apt, files
 
 from mmpush.certificates import ACME_WEBROOT, certificate, tls_paths
@@ -75,22 +77,33 @@ def install_nginx() -> None:
     )
 
 
+def bootstrap_conf_path(domain: str) -> str:
+    """Where a name's port-80 site lives until it has a certificate (a file of its own, so
+    the site that serves today keeps serving while a new name gets its certificate)."""
+    return f"/etc/nginx/conf.d/mmpush-acme-{domain}.conf"
+
+
 def tls_site(domain: str, conf_path: str, render_conf: Callable[[bool], str], acme: Any) -> None:
-    """A TLS site of ours on NGINX: its port-80 part first (ACME HTTP-01) until a certificate
-    exists, then the certificate, then the whole site (each step nginx -t gated).
+    """A TLS site of ours on NGINX: a port-80 site for ``domain`` (ACME HTTP-01) until it has
+    a certificate, then the certificate, then the whole site in ``conf_path``, replacing the
+    port-80 one (each step nginx -t gated). Until the certificate exists, whatever
+    ``conf_path`` served before (e.g. the site of an earlier name) keeps serving.
 
         tls_site("push.example.com", "/etc/nginx/conf.d/x.conf", lambda tls: ..., settings.acme)
     """
     _, fullchain = tls_paths(domain)
+    bootstrap = bootstrap_conf_path(domain)
     nginx_files(
         name=f"Port 80 for {domain} (until it has a certificate)",
-        files={conf_path: render_conf(False)},
+        files={bootstrap: render_conf(False)},
         skip_if_exists=fullchain,
     )
     certificate(name=f"Certificate for {domain}", domain=domain, acme_config=acme)
+    # the site replaces its port-80 bootstrap, and any left by a name that never got one
+    stale = host.get_fact(FindFiles, path="/etc/nginx/conf.d", fname="mmpush-acme-*.conf") or []
     nginx_files(
         name=f"TLS site for {domain} (nginx -t, then reload)",
-        files={conf_path: render_conf(True)},
+        files={conf_path: render_conf(True), bootstrap: None, **dict.fromkeys(stale)},
     )
 
 

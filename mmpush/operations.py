@@ -491,7 +491,9 @@ def restart_and_wait_script(service: str, ping_url: str, timeout: int) -> str:
             f"systemctl restart {q(service)} || true",
             f"deadline=$((SECONDS + {int(timeout)}))",
             f"until curl -sf --noproxy '*' --max-time 5 -o /dev/null {q(ping_url)}; do",
-            f"  if systemctl is-failed --quiet {q(service)}; then",
+            # failed, or failed and waiting to be started again by Restart=
+            f"  if systemctl is-failed --quiet {q(service)} || [ \"$(systemctl show -p SubState "
+            f'--value {q(service)})" = auto-restart ]; then',
             f"    echo 'mmpush: {service} did not come back after the restart "
             f"(systemctl status {service})' >&2; exit 1",
             "  fi",
