@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import json
+import os
+import random
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mmpush.jsonedit import JsonEditError, parse_object, set_values
+from mmpush.jsonedit import (
+    MISSING,
+    JsonEditError,
+    _check_edit,
+    effective_value,
+    go_fold,
+    parse_object,
+    set_values,
+)
+
+#: scripts/mutate sets MMPUSH_MUTATION=1: the slow tests then run fewer, repeatable examples.
+UNDER_MUTATION = bool(os.environ.get("MMPUSH_MUTATION"))
 
 # Mattermost-like: several sections, nested objects, arrays (of objects), escapes, number
 # spellings json.dumps would not produce, and "PushNotificationServer" where it must not be
@@ -140,6 +157,7 @@ def test_parse_object_is_json_loads() -> None:
         ('{"a": -Infinity}', "not valid JSON: invalid number at line 1 column 7"),
         ('{"a": "\\x"}', "not valid JSON: Invalid \\escape at line 1 column 8"),
         ("[1, 2]", "not a JSON object: the top-level value is an array at line 1 column 1"),
+        (" -5", "not a JSON object: the top-level value is a number at line 1 column 2"),
         ('\n  "text"', "not a JSON object: the top-level value is a string at line 2 column 3"),
     ],
 )
@@ -170,12 +188,12 @@ def test_bom_is_not_counted_in_positions() -> None:
 
 
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
-    with pytest.raises(JsonEditError, match="nested this deeply"):
+    with pytest.raises(JsonEditError, match=r"^cannot handle JSON nested this deeply$"):
         parse_object('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
 
 
 def test_text_must_be_str() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^expected the JSON text as str, got bytes$"):
         parse_object(CONFIG.encode())  # type: ignore[arg-type]
 
 
@@ -255,13 +273,17 @@ def test_replace_array_of_objects() -> None:
     assert result == replace_once(CONFIG, old, new)
 
 
-def test_duplicate_keys_edit_the_last_occurrence() -> None:
+def test_duplicate_keys_are_all_set_because_go_merges_the_objects() -> None:
+    """Go decodes both "A" objects into the same struct; json.loads would keep only the last."""
     text = '{\n  "A": {"k": 1},\n  "B": 1,\n  "A": {\n    "k": 2,\n    "k": 3\n  }\n}\n'
     assert json.loads(text)["A"] == {"k": 3}
     result = set_values(text, {("A", "k"): 9})
-    assert result == text.replace('"k": 3', '"k": 9')
-    assert set_values(text, {("A", "k"): 3}) is text  # equal to what json.loads sees
-    assert set_values(text, {("A", "k"): 1}) == text.replace('"k": 3', '"k": 1')
+    assert result == '{\n  "A": {"k": 9},\n  "B": 1,\n  "A": {\n    "k": 9,\n    "k": 9\n  }\n}\n'
+    # Only the members that differ are rewritten.
+    assert set_values(text, {("A", "k"): 3}) == text.replace('"k": 1', '"k": 3').replace(
+        '"k": 2', '"k": 3'
+    )
+    assert set_values(result, {("A", "k"): 9}) is result
 
 
 # --- No-op and idempotency -------------------------------------------------------------------
@@ -497,6 +519,661 @@ def test_the_shipped_mattermost_config() -> None:
     assert once.endswith("\n") == text.endswith("\n")
 
 
+# --- Go's encoding/json: which key Mattermost reads ------------------------------------------
+
+SERVER = ("EmailSettings", "PushNotificationServer")
+SEND = ("EmailSettings", "SendPushNotifications")
+SKIP = ("EmailSettings", "SkipServerCertificateVerification")
+FEATURE = ("FeatureFlags", "TestFeature")
+REFUSED = "refused"  # effective_value raises: the answer depends on the field's Go type
+GO_ERROR = "Go error"  # json.Unmarshal returns an error: Mattermost refuses the file
+
+# Recorded with Go 1.19.8 (Debian 12 golang-go): json.Unmarshal of each document into
+#   type EmailSettings struct { SendPushNotifications *bool; PushNotificationServer *string;
+#                               SkipServerCertificateVerification *bool; ... }
+#   type Config struct { EmailSettings EmailSettings; FeatureFlags *FeatureFlags }
+# (struct-valued sections and pointer settings, as in Mattermost's model.Config), then the
+# field read back: a value, or MISSING for a nil pointer. Where this module refuses to guess,
+# what Go did is in the comment.
+GO_DECODED: list[tuple[str, tuple[str, ...], Any]] = [
+    # Fold-equal keys are one field; text order decides, never the spelling.
+    ('{"EmailSettings": {"PushNotificationServer": "a"},'
+     ' "emailsettings": {"PushNotificationServer": "b"}}', SERVER, "b"),
+    ('{"emailsettings": {"PushNotificationServer": "b"},'
+     ' "EmailSettings": {"PushNotificationServer": "a"}}', SERVER, "a"),
+    ('{"EmailSettings": {"PushNotificationServer": "a", "PushNotificationserver": "b"}}',
+     SERVER, "b"),
+    ('{"EmailSettings": {"PushNotificationserver": "b", "PushNotificationServer": "a"}}',
+     SERVER, "a"),
+    ('{"EmailSettings": {"PushNotificationServer": "a", "PUSHNOTIFICATIONSERVER": "b",'
+     ' "pushnotificationserver": "c"}}', SERVER, "c"),
+    # Sections that name the same field merge, field by field (exact duplicates too).
+    ('{"EmailSettings": {"SendPushNotifications": true, "PushNotificationServer": "a"},'
+     ' "emailsettings": {"pushnotificationserver": "b"}}', SEND, True),
+    ('{"EmailSettings": {"SendPushNotifications": true, "PushNotificationServer": "a"},'
+     ' "emailsettings": {"pushnotificationserver": "b"}}', SERVER, "b"),
+    ('{"EmailSettings": {"PushNotificationServer": "a", "SendPushNotifications": false},'
+     ' "EmailSettings": {"PushNotificationServer": "b"}}', SEND, False),
+    # null: a pointer setting becomes nil (Mattermost's default); a struct section ignores it.
+    ('{"EmailSettings": {"PushNotificationServer": "a", "pushnotificationserver": null}}',
+     SERVER, MISSING),
+    ('{"EmailSettings": {"PushNotificationServer": null, "pushnotificationserver": "c"}}',
+     SERVER, "c"),
+    ('{"emailsettings": null, "EmailSettings": {"PushNotificationServer": "a"}}', SERVER, "a"),
+    ('{"EmailSettings": {"PushNotificationServer": "a"}, "emailsettings": null}',
+     SERVER, REFUSED),  # Go: "a" (a struct section ignores null)
+    ('{"FeatureFlags": {"TestFeature": "x"}, "featureflags": null}',
+     FEATURE, REFUSED),  # Go: MISSING (a pointer section is reset by null)
+    ('{"FeatureFlags": null, "featureflags": {"TestFeature": "y"}}', FEATURE, "y"),
+    ('{"FeatureFlags": {"TestFeature": "x"}, "featureflags": {}}', FEATURE, "x"),
+    ("{}", SERVER, MISSING),
+    ('{"EmailSettings": {}}', SERVER, MISSING),
+    # A section of the wrong kind is a type error: Mattermost refuses the file.
+    ('{"EmailSettings": {"PushNotificationServer": "a"}, "EMAILSETTINGS": 5}', SERVER, GO_ERROR),
+    ('{"EmailSettings": [1], "emailsettings": {"PushNotificationServer": "a"}}',
+     SERVER, GO_ERROR),
+    # Unicode simple folding: long s is S, the Kelvin sign is K; dotted/dotless i fold to
+    # themselves; keys are compared after their escapes are decoded.
+    ('{"EmailSettings": {"PushNotificationServer": "a"},'
+     ' "Email\\u017fettings": {"PushNotification\\u017ferver": "b"}}', SERVER, "b"),
+    ('{"EmailSettings": {"SkipServerCertificateVerification": false,'
+     ' "S\\u212aipServerCertificateVerification": true}}', SKIP, True),
+    ('{"EmailSettings": {"PushNotificationServer": "a"},'
+     ' "\\u0130mailSettings": {"PushNotificationServer": "b"}}', SERVER, "a"),
+    ('{"EmailSettings": {"PushNotificationServer": "a", "PushNot\\u0131ficationServer": "b"}}',
+     SERVER, "a"),
+    ('{"EmailSettings": {"PushNotificationServer": "a", "push\\u004eotificationServer": "b"}}',
+     SERVER, "b"),
+    ('{"EmailSettings": {"PushNotificationServer": "a", "PushNotification_Server": "b",'
+     ' "PushNotificationServers": "c"}}', SERVER, "a"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "keys", "go_value"), GO_DECODED)
+def test_effective_value_is_what_go_decodes(
+    text: str, keys: tuple[str, ...], go_value: Any
+) -> None:
+    if go_value in (REFUSED, GO_ERROR):
+        with pytest.raises(JsonEditError, match=r"^cannot read "):
+            effective_value(text, keys)
+        return
+    actual = effective_value(text, keys)
+    assert same_json(actual, go_value) if go_value is not MISSING else actual is MISSING
+
+
+@pytest.mark.parametrize(("text", "keys", "go_value"), GO_DECODED)
+def test_set_values_makes_go_read_the_new_value(
+    text: str, keys: tuple[str, ...], go_value: Any
+) -> None:
+    if go_value in (REFUSED, GO_ERROR):
+        with pytest.raises(JsonEditError, match=r"^cannot set "):
+            set_values(text, {keys: "new"})
+        return
+    result = set_values(text, {keys: "new"})
+    assert effective_value(result, keys) == "new"
+    assert set_values(result, {keys: "new"}) is result
+    # Every member that names the field holds the value: no reader gets an old one.
+    names = [go_fold(key) for key in keys]
+    for section, members in pairs_of(result):
+        if go_fold(section) == names[0] and isinstance(members, list):
+            assert all(value == "new" for key, value in members if go_fold(key) == names[1])
+
+
+def pairs_of(text: str) -> list[tuple[str, Any]]:
+    """Every member of the top-level object, duplicates included; objects as member lists."""
+    return json.loads(text, object_pairs_hook=list)  # type: ignore[no-any-return]
+
+
+def test_fold_equal_members_are_all_set_and_keep_their_spelling() -> None:
+    text = (
+        "{\n"
+        '  "EmailSettings": {\n'
+        '    "PushNotificationServer": "https://old.example.org",\n'
+        '    "SendPushNotifications": true\n'
+        "  },\n"
+        '  "emailsettings": {\n'
+        '    "pushNotificationServer": "https://older.example.org"\n'
+        "  },\n"
+        '  "Email\u017fettings": {}\n'
+        "}\n"
+    )
+    result = set_values(
+        text,
+        {
+            SERVER: "https://push.example.org",
+            SEND: True,  # already true where it is: no edit, and no insertion elsewhere
+            ("EmailSettings", "PushNotificationContents"): "id_loaded",  # missing: everywhere
+        },
+    )
+    assert result == (
+        "{\n"
+        '  "EmailSettings": {\n'
+        '    "PushNotificationServer": "https://push.example.org",\n'
+        '    "SendPushNotifications": true,\n'
+        '    "PushNotificationContents": "id_loaded"\n'
+        "  },\n"
+        '  "emailsettings": {\n'
+        '    "pushNotificationServer": "https://push.example.org",\n'
+        '    "PushNotificationContents": "id_loaded"\n'
+        "  },\n"
+        '  "Email\u017fettings": {\n'
+        '    "PushNotificationContents": "id_loaded"\n'
+        "  }\n"
+        "}\n"
+    )
+    assert effective_value(result, SERVER) == "https://push.example.org"
+    assert effective_value(result, SEND) is True
+
+
+def test_a_stale_lower_case_section_no_longer_wins() -> None:
+    """The issue's case: a leftover "emailsettings" after the real section."""
+    text = CONFIG.replace(
+        '  "LogSettings": {',
+        '  "emailsettings": {\n    "PushNotificationserver": "https://stale.example.org"\n  },\n'
+        '  "LogSettings": {',
+    )
+    assert effective_value(text, SERVER) == "https://stale.example.org"
+    result = set_values(text, PUSH)
+    assert effective_value(result, SERVER) == "https://push.example.org"
+    # Only the stale member changes there: the other keys exist in the real section.
+    expected = CONFIG_PUSHED.replace(
+        '  "LogSettings": {',
+        '  "emailsettings": {\n    "PushNotificationserver": "https://push.example.org"\n  },\n'
+        '  "LogSettings": {',
+    )
+    assert result == expected
+
+
+def test_a_null_section_before_the_object_is_left_alone() -> None:
+    text = '{"emailsettings": null, "EmailSettings": {"SendPushNotifications": false}}'
+    assert set_values(text, {SEND: True, SERVER: "x"}) == (
+        '{"emailsettings": null,'
+        ' "EmailSettings": {"SendPushNotifications": true, "PushNotificationServer": "x"}}'
+    )
+
+
+def test_a_non_ascii_spelling_is_shown_escaped_in_messages() -> None:
+    """A look-alike letter (long s) must be visible in the message."""
+    text = '{"EmailSettings": {}, "Email\u017fettings": []}'
+    with pytest.raises(JsonEditError) as caught:
+        set_values(text, {SERVER: "x"})
+    assert str(caught.value) == (
+        "cannot set EmailSettings.PushNotificationServer: EmailSettings"
+        ' (written "Email\\u017fettings") is an array, not an object, at line 1 column 40'
+    )
+
+
+def test_an_equal_object_in_another_key_order_stays_while_other_keys_change() -> None:
+    states = {"playbooks": {"Enable": False}, "com.mattermost.calls": {"Enable": True}}
+    result = set_values(
+        CONFIG, {("PluginSettings", "PluginStates"): states, ("LogSettings", "FileLevel"): "DEBUG"}
+    )
+    assert result == CONFIG.replace('"FileLevel": "INFO"', '"FileLevel": "DEBUG"')
+
+
+@pytest.mark.parametrize(
+    ("text", "newline"),
+    [
+        ('{\r\n  "a": {}\n}', "\r\n"),  # the first line ending decides
+        ('{\n  "a": {}\r\n}', "\n"),
+        ('{"b": 1,\r\n  "a": {}\n}', "\r\n"),
+    ],
+)
+def test_the_first_line_ending_is_the_file_s(text: str, newline: str) -> None:
+    result = set_values(text, {("a", "x"): 1})
+    assert result == text.replace("{}", "{" + newline + '    "x": 1' + newline + "  }", 1)
+
+
+INDENT_CASES = [
+    # The root's first member is on the "{" line: the unit comes from the next container.
+    (
+        '{"x": 0,\n "y": 1,\n "a": {\n     "b": 1\n }\n}',
+        ("a", "c"),
+        '{"x": 0,\n "y": 1,\n "a": {\n     "b": 1,\n     "c": {\n         "d": 1\n'
+        "     }\n }\n}",
+    ),
+    # ... or from an array.
+    (
+        '{"a": [\n   1\n ], "b": {\n "c": 0}}',
+        ("b", "n"),
+        '{"a": [\n   1\n ], "b": {\n "c": 0,\n "n": {\n    "d": 1\n }}}',
+    ),
+    # A child not deeper than its parent teaches nothing: the default, 2 spaces.
+    ('{\n"a": {\n"b": 0\n}\n}', ("n",), '{\n"a": {\n"b": 0\n},\n"n": {\n  "d": 1\n}\n}'),
+    # Tab-indented parent, space-indented child: not a unit either.
+    (
+        '{"x": 0,\n\t"a": {\n  "b": 1\n\t}\n}',
+        ("a", "n"),
+        '{"x": 0,\n\t"a": {\n  "b": 1,\n  "n": {\n    "d": 1\n  }\n\t}\n}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "expected"), INDENT_CASES)
+def test_the_indent_unit_is_learnt_from_the_first_indented_child(
+    text: str, path: tuple[str, ...], expected: str
+) -> None:
+    assert set_values(text, {path: {"d": 1}}) == expected
+
+
+def test_compact_json_is_edited_in_place() -> None:
+    text = json.dumps({"a": {"b": 1, "c": [1, {"d": 2}]}, "e": 3}, separators=(",", ":"))
+    result = set_values(text, {("a", "b"): 5, ("a", "x"): True, ("e",): "f"})
+    assert result == '{"a":{"b":5,"c":[1,{"d":2}], "x": true},"e":"f"}'
+
+
+def test_a_one_line_object_in_a_multiline_file_stays_on_one_line() -> None:
+    text = '{\n  "a": {"b": 1}\n}\n'
+    assert set_values(text, {("a", "x"): {"y": [1]}}) == '{\n  "a": {"b": 1, "x": {"y": [1]}}\n}\n'
+    assert set_values(text, {("a", "b"): {"y": [1]}}) == '{\n  "a": {"b": {"y": [1]}}\n}\n'
+
+
+def test_equal_arrays_of_objects_in_another_key_order_stay_while_other_keys_change() -> None:
+    entries = [
+        {"Version": "1.0.0", "Id": "com.mattermost.calls"},
+        {"Version": "2.0.0", "Id": "playbooks"},
+    ]
+    result = set_values(
+        CONFIG,
+        {("PluginSettings", "MarketplaceEntries"): entries, ("LogSettings", "FileLevel"): "DEBUG"},
+    )
+    assert result == CONFIG.replace('"FileLevel": "INFO"', '"FileLevel": "DEBUG"')
+
+
+def test_an_empty_root_on_an_indented_second_line() -> None:
+    assert set_values("\n  {\n  }\n", {("a",): 1}) == '\n  {\n    "a": 1\n  }\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"EmailSettings": {"PushNotificationServer": "a"},\n "emailsettings": null}',
+            'cannot set EmailSettings.PushNotificationServer: EmailSettings (written'
+            ' "emailsettings") is null at line 2 column 19, after an object of the same name at'
+            " line 1 column 19: Go keeps that object if the field is a struct and drops it if"
+            " it is a pointer; remove one of the two",
+        ),
+        (
+            '{"EmailSettings": {},\n "EMAILSETTINGS": 5}',
+            'cannot set EmailSettings.PushNotificationServer: EmailSettings (written'
+            ' "EMAILSETTINGS") is a number, not an object, at line 2 column 19',
+        ),
+        (
+            '{"EmailSettings": "", "emailsettings": {}}',
+            "cannot set EmailSettings.PushNotificationServer: EmailSettings is a string,"
+            " not an object, at line 1 column 19",
+        ),
+    ],
+)
+def test_sections_go_would_reject_or_read_two_ways_are_refused(text: str, message: str) -> None:
+    with pytest.raises(JsonEditError) as caught:
+        set_values(text, {SERVER: "x"})
+    assert str(caught.value) == message
+    with pytest.raises(JsonEditError) as read:
+        effective_value(text, SERVER)
+    assert str(read.value) == message.replace("cannot set", "cannot read")
+
+
+def test_a_section_that_is_only_null_cannot_take_a_setting() -> None:
+    text = '{"emailsettings": null,\n "EmailSettings": null}'
+    with pytest.raises(JsonEditError) as caught:
+        set_values(text, {SERVER: "x"})
+    assert str(caught.value) == (
+        "cannot set EmailSettings.PushNotificationServer: EmailSettings is null,"
+        " not an object, at line 2 column 19"
+    )
+    assert effective_value(text, SERVER) is MISSING  # Go: the setting stays nil
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "same"),
+    [
+        ("pushnotificationserver", "PushNotificationServer", True),
+        ("PUSHNOTIFICATIONSERVER", "PushNotificationServer", True),
+        ("\u017fend", "Send", True),  # LATIN SMALL LETTER LONG S
+        ("\u017fEND", "send", True),
+        ("S\u212aip", "Skip", True),  # KELVIN SIGN
+        ("\u212a", "k", True),
+        ("\u0131d", "Id", False),  # dotless i
+        ("\u0130d", "id", False),  # dotted I
+        ("Stra\u00dfe", "STRASSE", False),  # ß is not ss
+        ("\u1e9e", "\u00df", True),  # capital sharp s and sharp s
+        ("\u03c3\u03c2", "\u03a3\u03a3", True),  # sigma, final sigma
+        ("caf\u00e9", "CAF\u00c9", True),
+        ("push_server", "PushServer", False),
+        ("PushServers", "PushServer", False),
+        ("", "", True),
+        ("\ud800", "\udc00", True),  # lone surrogates both decode to U+FFFD in Go
+        ("\udfff", "\ufffd", True),
+        ("\u1c90", "\u10d0", True),  # Georgian Mtavruli AN: its lower case is the smaller
+    ],
+)
+def test_go_fold(key: str, name: str, same: bool) -> None:
+    assert (go_fold(key) == go_fold(name)) is same
+
+
+def test_go_fold_of_ascii_is_upper_case() -> None:
+    assert go_fold("Push_Server-2.x") == "PUSH_SERVER-2.X"
+    assert go_fold("\u017f\u212a\u00e9\ud800\u0131") == "SK\u00c9\ufffd\u0131"
+
+
+def test_missing_is_a_named_sentinel() -> None:
+    assert repr(MISSING) == str(MISSING) == "MISSING"
+    assert MISSING is not None
+    assert effective_value('{"EmailSettings": {"PushNotificationServer": null}}', SERVER) is (
+        MISSING
+    )
+
+
+def test_effective_value_of_objects_arrays_and_deep_paths() -> None:
+    assert effective_value(CONFIG, ("ServiceSettings", "TrustedProxyIPHeader")) == [
+        "X-Forwarded-For",
+        "X-Real-IP",
+    ]
+    assert effective_value(CONFIG, ("PluginSettings", "PluginStates", "playbooks", "Enable")) is (
+        False
+    )
+    assert effective_value(CONFIG, ("LogSettings", "AdvancedLoggingJSON")) == {}
+    assert effective_value(CONFIG, ("FeatureFlags",)) is MISSING
+    assert effective_value(CONFIG, ("NoSuchSection", "Key")) is MISSING
+    assert effective_value("\ufeff" + CONFIG, SEND) is False
+    same = '{"A": {"b": 1}, "a": null, "A": {"b": 1}}'
+    assert effective_value(same, ("A",)) == {"b": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"A": {"b": 1}, "a": {"c": 2}}',
+            "cannot read A: several keys hold different objects, which Go merges field by"
+            " field; ask for a field inside",
+        ),
+        (
+            '{"A": {"b": 1}, "a": null}',
+            "cannot read A: its last key is null, after an object: Go keeps the object if the"
+            " field is a struct and drops it if it is a pointer",
+        ),
+    ],
+)
+def test_effective_value_refuses_to_merge_objects(text: str, message: str) -> None:
+    with pytest.raises(JsonEditError) as caught:
+        effective_value(text, ("A",))
+    assert str(caught.value) == message
+
+
+def test_fields_of_merged_objects_can_be_read() -> None:
+    text = '{"A": {"b": 1}, "a": {"c": 2}}'
+    assert (effective_value(text, ("A", "b")), effective_value(text, ("a", "C"))) == (1, 2)
+
+
+def test_effective_value_of_a_parsed_mapping() -> None:
+    config = parse_object(CONFIG)
+    assert effective_value(config, SERVER) == ""
+    assert effective_value(config, ("emailsettings", "sendpushnotifications")) is False
+    assert effective_value({"EmailSettings": None}, SERVER) is MISSING
+    assert effective_value({"EmailSettings": "x", "Other": {}}, ("Other", "a")) is MISSING
+    with pytest.raises(JsonEditError, match="EmailSettings is a string, not an object"):
+        effective_value({"EmailSettings": "x"}, SERVER)
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        (
+            {"EmailSettings": {}, "emailsettings": {}},
+            "cannot read EmailSettings.PushNotificationServer from a parsed mapping: the top"
+            " level has the keys 'EmailSettings', 'emailsettings', which Go reads as one field;"
+            " which one it keeps depends on their order in the text: pass the text",
+        ),
+        (
+            {"EmailSettings": {"PushNotificationServer": "a", "pushnotificationserver": "b"}},
+            "cannot read EmailSettings.PushNotificationServer from a parsed mapping:"
+            " EmailSettings has the keys 'PushNotificationServer', 'pushnotificationserver',"
+            " which Go reads as one field; which one it keeps depends on their order in the"
+            " text: pass the text",
+        ),
+        (
+            {"EmailSettings": {"PushNotificationServer": float("nan")}},
+            "cannot read EmailSettings.PushNotificationServer: the mapping is not JSON:"
+            " nan is not allowed in JSON",
+        ),
+        (
+            {"EmailSettings": {}, 1: "x"},
+            "cannot read EmailSettings.PushNotificationServer: the mapping is not JSON:"
+            " object key 1 is not a string",
+        ),
+    ],
+)
+def test_effective_value_refuses_mappings_it_cannot_answer_for(
+    mapping: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(JsonEditError) as caught:
+        effective_value(mapping, SERVER)
+    assert str(caught.value) == message
+
+
+def test_effective_value_checks_its_arguments() -> None:
+    with pytest.raises(TypeError, match="expected JSON text or a mapping, got bytes"):
+        effective_value(CONFIG.encode(), SERVER)  # type: ignore[arg-type]
+    with pytest.raises(JsonEditError, match="a key path must be a non-empty tuple of str"):
+        effective_value(CONFIG, ())
+    with pytest.raises(JsonEditError, match="not valid JSON"):
+        effective_value('{"a": }', SERVER)
+
+
+def test_the_safety_net_catches_a_wrong_edit() -> None:
+    """set_values checks its own result; give the check results a bug would produce."""
+    before = '{"A": {"b": 1}, "a": {"B": 2}, "c": [1]}'
+    values = {("A", "b"): 3}
+    _check_edit(before, '{"A": {"b": 3}, "a": {"B": 3}, "c": [1]}', values)  # right: no error
+    wrong = [
+        '{"A": {"b": 3}, "a": {"B": 2}, "c": [1]}',  # one member missed
+        '{"A": {"b": 3}, "a": {"B": 3}, "c": [2]}',  # something else changed
+        '{"A": {"b": 3}, "a": {"B": 3}, "c": [1], "d": 1}',  # something added
+        '{"A": {"b": 3}, "a": {"b": 3}, "c": [1]}',  # a key respelled
+        '{"A": {"b": 3.0}, "a": {"B": 3}, "c": [1]}',  # another type
+    ]
+    for after in wrong:
+        with pytest.raises(JsonEditError, match=r"^internal error: the edited text does not hold"):
+            _check_edit(before, after, values)
+    for broken in ['{"A": {"b": 3}', '{"A": NaN}']:
+        with pytest.raises(JsonEditError, match=r"^internal error: the edited text is not valid"):
+            _check_edit(before, broken, values)
+
+
+def test_the_safety_net_models_insertions_everywhere() -> None:
+    before = '{"A": {}, "a": {"x": {"y": 1}}}'
+    _check_edit(before, '{"A": {"n": {"m": 1}}, "a": {"x": {"y": 1}, "n": {"m": 1}}}', {
+        ("A", "n", "m"): 1,
+    })  # fmt: skip
+    _check_edit(before, '{"A": {}, "a": {"x": {"y": 1, "z": 2}}}', {("a", "X", "z"): 2})
+    _check_edit(before, '{"A": {}, "a": {"x": {"y": 1}}}', {("a", "x"): {"y": 1}})
+
+
+# --- Against Go itself (runs where `go` is installed: apt-get install golang-go) ------------
+
+GO_DECODER = """
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+)
+
+// Shaped like Mattermost's model.Config: a struct-valued section, a pointer section, and
+// pointer settings. json.RawMessage leaves take any JSON value (so no type errors there).
+type Section struct {
+	PushServer *json.RawMessage
+	Skip       *json.RawMessage
+}
+
+type Config struct {
+	EmailSettings Section
+	Flags         *Section
+}
+
+func leaf(raw *json.RawMessage) any {
+	if raw == nil {
+		return nil
+	}
+	return string(*raw)
+}
+
+func main() {
+	input, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		panic(err)
+	}
+	var documents []string
+	if err := json.Unmarshal(input, &documents); err != nil {
+		panic(err)
+	}
+	results := []map[string]any{}
+	for _, document := range documents {
+		var config Config
+		err := json.Unmarshal([]byte(document), &config)
+		fields := map[string]any{
+			"EmailSettings.PushServer": leaf(config.EmailSettings.PushServer),
+			"EmailSettings.Skip":       leaf(config.EmailSettings.Skip),
+			"Flags.PushServer":         nil,
+			"Flags.Skip":               nil,
+		}
+		if config.Flags != nil {
+			fields["Flags.PushServer"] = leaf(config.Flags.PushServer)
+			fields["Flags.Skip"] = leaf(config.Flags.Skip)
+		}
+		results = append(results, map[string]any{"error": err != nil, "fields": fields})
+	}
+	output, _ := json.Marshal(results)
+	os.Stdout.Write(output)
+}
+"""
+
+GO_PATHS = [
+    ("EmailSettings", "PushServer"),
+    ("EmailSettings", "Skip"),
+    ("Flags", "PushServer"),
+    ("Flags", "Skip"),
+]
+
+
+def go_decode(documents: list[str], workdir: Path) -> list[dict[str, Any]]:
+    """Go's json.Unmarshal of each document into GO_DECODER's Config (skips without Go)."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed (apt-get install golang-go): not checked against Go")
+    source = workdir / "decode.go"
+    source.write_text(GO_DECODER)
+    env = dict(os.environ)
+    env.setdefault("GOCACHE", str(workdir / "gocache"))
+    env.setdefault("GOPATH", str(workdir / "gopath"))
+    env["GO111MODULE"] = "off"
+    done = subprocess.run(
+        [go, "run", str(source)],
+        input=json.dumps(documents),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def spellings(name: str, rng: random.Random) -> str:
+    """``name`` with a random case per letter, sometimes long s for s, Kelvin sign for k."""
+    out = []
+    for char in name:
+        roll = rng.random()
+        if char in "sS" and roll < 0.15:
+            out.append("\u017f")
+        elif char in "kK" and roll < 0.3:
+            out.append("\u212a")
+        else:
+            out.append(char.upper() if rng.random() < 0.5 else char.lower())
+    return "".join(out)
+
+
+def random_key(name: str, near_misses: list[str], rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.3:
+        return name
+    if roll < 0.85:
+        return spellings(name, rng)
+    return rng.choice(near_misses)
+
+
+def random_leaf(rng: random.Random) -> str:
+    return rng.choice(['"a"', '"b"', "1", "2.5", "true", "false", "null", "[1]", '{"x": 1}'])
+
+
+def random_section(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.1:
+        return "null"
+    if roll < 0.13:
+        return rng.choice(['"text"', "3", "[]"])
+    near_misses = ["PushServe", "Skips", "Push_Server"]
+    keys = [random_key(rng.choice(["PushServer", "Skip"]), near_misses, rng) for _ in range(3)]
+    members = [f"{json.dumps(key)}: {random_leaf(rng)}" for key in keys[: rng.randint(0, 3)]]
+    return "{" + ", ".join(members) + "}"
+
+
+def random_document(rng: random.Random) -> str:
+    near_misses = ["EmailSetting", "Flag", "Flags2"]
+    keys = [random_key(rng.choice(["EmailSettings", "Flags"]), near_misses, rng) for _ in range(4)]
+    members = [f"{json.dumps(key)}: {random_section(rng)}" for key in keys[: rng.randint(0, 4)]]
+    return "{" + ", ".join(members) + "}"
+
+
+def go_field(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+    raw = result["fields"][".".join(path)]
+    return MISSING if raw is None else json.loads(raw)
+
+
+def test_against_go_reading_and_setting(tmp_path: Path) -> None:
+    """Random documents full of fold-equal keys: effective_value says what Go decodes, and
+    after set_values Go decodes the new value and every other field as before."""
+    rng = random.Random(20240601)
+    documents = [random_document(rng) for _ in range(200 if UNDER_MUTATION else 400)]
+    edits: list[tuple[int, tuple[str, ...], str]] = []
+    for index, document in enumerate(documents):
+        for path in GO_PATHS:
+            with contextlib.suppress(JsonEditError):
+                edits.append((index, path, set_values(document, {path: "new"})))
+    decoded = go_decode(documents + [edited for _, _, edited in edits], tmp_path)
+    before, after = decoded[: len(documents)], decoded[len(documents) :]
+
+    compared = refused = 0
+    for document, go in zip(documents, before, strict=True):
+        for path in GO_PATHS:
+            try:
+                ours = effective_value(document, path)
+            except JsonEditError as error:
+                refused += 1
+                assert go["error"] or re.search("after an object|different objects", str(error))
+                continue
+            if not go["error"]:
+                compared += 1
+                expected = go_field(go, path)
+                assert same_json(ours, expected), (document, path, ours, expected)
+    assert compared > 2 * len(documents) and refused > 20  # the corpus exercises both
+
+    for (index, path, edited), go in zip(edits, after, strict=True):
+        if before[index]["error"]:
+            continue
+        assert not go["error"], edited
+        assert go_field(go, path) == "new", (documents[index], edited)
+        for other in GO_PATHS:
+            if other != path:
+                assert same_json(go_field(go, other), go_field(before[index], other)), edited
+    assert len(edits) > 2.5 * len(documents)
+
+
 # --- Property test ---------------------------------------------------------------------------
 
 
@@ -511,20 +1188,69 @@ def same_json(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def fold(key: str) -> str:
+    """Go's case folding for the keys this test generates (the test's own copy of the rule):
+    ASCII letters to upper case, long s to S, the Kelvin sign to K, nothing else."""
+    return "".join(
+        {"\u017f": "S", "\u212a": "K"}.get(char, char.upper() if char < "\x80" else char)
+        for char in key
+    )
+
+
 def model(obj: dict[str, Any], updates: dict[tuple[str, ...], Any]) -> dict[str, Any] | None:
-    """``obj`` with ``updates`` applied the way set_values promises, or None for an error."""
+    """``obj`` with ``updates`` applied the way set_values promises, or None for an error.
+
+    Each key of a path stands for every key that folds to it (Go's struct field matching):
+    every such member is set, and a missing one is added to every object that could hold it.
+    """
     obj = copy.deepcopy(obj)
     for path, value in updates.items():
-        target = obj
-        for key in path[:-1]:
-            if key not in target:
-                target[key] = {}
-            if not isinstance(target[key], dict):
-                return None
-            target = target[key]
-        if path[-1] not in target or not same_json(target[path[-1]], value):
-            target[path[-1]] = copy.deepcopy(value)
+        parents = [obj]
+        for depth, key in enumerate(path[:-1]):
+            found = [p[name] for p in parents for name in p if fold(name) == fold(key)]
+            objects = []
+            for item in found:
+                if isinstance(item, dict):
+                    objects.append(item)
+                elif item is not None or objects:
+                    return None  # not an object, or null after an object
+            if found and not objects:
+                return None  # only nulls
+            if not objects:
+                for parent in parents:
+                    parent[key] = copy.deepcopy(nest(path[depth + 1 :], value))
+                break
+            parents = objects
+        else:
+            members = [(p, name) for p in parents for name in p if fold(name) == fold(path[-1])]
+            for parent, name in members:
+                if not same_json(parent[name], value):
+                    parent[name] = copy.deepcopy(value)
+            if not members:
+                for parent in parents:
+                    parent[path[-1]] = copy.deepcopy(value)
     return obj
+
+
+def nest(keys: tuple[str, ...], value: Any) -> Any:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def repeatable_under_mutation() -> dict[str, Any]:
+    """Hypothesis settings for scripts/mutate: the same 50 examples on every run, no shrinking
+    and no example database, so a mutant's verdict is repeatable and comes fast."""
+    if not UNDER_MUTATION:
+        return {}
+    from hypothesis import Phase
+
+    return {
+        "derandomize": True,
+        "database": None,
+        "phases": [Phase.explicit, Phase.generate],
+        "max_examples": 50,
+    }
 
 
 def test_property_result_is_what_json_dumps_would_write() -> None:
@@ -537,7 +1263,9 @@ def test_property_result_is_what_json_dumps_would_write() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    keys = st.text(max_size=6)
+    # Few letters, in both cases, and the two non-ASCII letters Go folds onto ASCII: keys that
+    # Go reads as the same field are frequent.
+    keys = st.text(alphabet="aAbBkKsS_\u017f\u212a\u0131\u00e9", max_size=3)
     scalars = (
         st.none()
         | st.booleans()
@@ -565,7 +1293,7 @@ def test_property_result_is_what_json_dumps_would_write() -> None:
             node = node.get(key) if isinstance(node, dict) else None
         return tuple(path)
 
-    @settings(max_examples=100, deadline=None)
+    @settings(**{"max_examples": 100, "deadline": None, **repeatable_under_mutation()})
     @given(
         data=st.data(),
         obj=objects,
@@ -587,12 +1315,15 @@ def test_property_result_is_what_json_dumps_would_write() -> None:
         text = layout(obj)
         expected = model(obj, updates)
         if expected is None:
-            with pytest.raises(JsonEditError, match="not an object"):
+            with pytest.raises(JsonEditError, match=r"^cannot set .* is null|not an object"):
                 set_values(text, updates)
             return
         result = set_values(text, updates)
         assert same_json(parse_object(result), expected)
         assert result == layout(expected)
+        last_path, last_value = list(updates.items())[-1]
+        read = effective_value(result, last_path)
+        assert read is MISSING if last_value is None else same_json(read, last_value)
         if not any(a != b and a == b[: len(a)] for a in updates for b in updates):
             assert set_values(result, updates) is result  # idempotent unless paths nest
 

@@ -44,7 +44,8 @@ def name_matches(pattern: str, name: str) -> bool:
     """A certificate DNS name (``*.example.com`` covers one label) against a host name."""
     pattern, name = pattern.lower(), name.lower()
     if pattern.startswith("*."):
-        return "." in name and name.split(".", 1)[1] == pattern[2:]
+        label, _, rest = name.partition(".")
+        return bool(label) and rest == pattern[2:]
     return pattern == name
 
 
