@@ -38,3 +38,7 @@ lab-down: deps
 
 bench: deps
 	$(VENV)/python -m bench
+
+## Mutation testing of the pure logic (tens of minutes on 2 cores; not part of `make test`).
+mutate: deps
+	scripts/mutate

@@ -198,6 +198,7 @@ OUTBOUND_CHECKS = (
     "test_a_push_through_the_proxy_is_accepted",
     "test_only_the_push_api_is_forwarded",
     "test_clients_outside_the_allowed_networks_are_refused",
+    "test_the_upstream_verifies_as_the_proxy_checks_it",
     "test_upstream_certificate_and_name_are_verified",
     "test_upstream_is_reached_as_configured",
     "test_only_allowed_networks_may_connect",

@@ -120,6 +120,20 @@ def test_full_contents_only_when_the_setting_says_so(eas: dict[str, Any], on: Ss
     assert "Back to generic" not in json.dumps(push)
 
 
+def test_the_push_proxy_comes_back_after_it_is_killed(eas: dict[str, Any], on: SshRunner) -> None:
+    before = on("push1", "systemctl show -p MainPID --value mattermost-push-proxy").stdout.strip()
+    on("push1", f"kill -9 {before}")
+    # Restart=on-failure, RestartSec=5s: back within a bounded wait, serving pushes again
+    on(
+        "push1",
+        "for i in $(seq 60); do curl -sf --max-time 2 http://127.0.0.1:8066/version && exit 0; "
+        "sleep 0.5; done; exit 1",
+    )
+    after = on("push1", "systemctl show -p MainPID --value mattermost-push-proxy").stdout.strip()
+    assert after not in ("0", before)
+    assert delivered(eas["state"], "after the crash", apple_device())
+
+
 def _refused_before_any_change(result: subprocess.CompletedProcess[str], key: str) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0

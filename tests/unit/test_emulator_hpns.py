@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,9 +163,22 @@ def test_acme_challenge_on_plain_http(hpns: Hpns) -> None:
     assert all(entry["path"] != "/api/v1/send_push" or entry["sni"] for entry in hpns.received())
 
 
+def _status_or_none(running: Any) -> int | None:
+    """GET /version's status over HTTPS, or None while the handshake cannot complete yet."""
+    try:
+        return https_request(running, "GET", "/version")[0]
+    except (OSError, ssl.SSLError):
+        return None
+
+
 def test_without_certificate_only_http_runs_until_sighup(tmp_path: Path) -> None:
     with hpns_emulator(tmp_path, with_cert=False) as running:
-        assert "HTTPS is waiting for a certificate" in running.process.stdout()
+        # the emulator logs this before it serves anything: wait for the line, never for time
+        h.wait_for(
+            lambda: "HTTPS is waiting for a certificate" in running.process.stdout(),
+            timeout=20,
+            what="the emulator's log line",
+        )
         with (
             pytest.raises(OSError),
             socket.create_connection(("127.0.0.1", running.https_port), timeout=1),
@@ -182,6 +194,7 @@ def test_without_certificate_only_http_runs_until_sighup(tmp_path: Path) -> None
         assert running.process.process is not None
         os.kill(running.process.process.pid, signal.SIGHUP)
         running.process.wait_port(running.https_port)
-        time.sleep(0.05)
-        status, _ = https_request(running, "GET", "/version")
+        status = h.wait_for(
+            lambda: _status_or_none(running), timeout=20, what="HTTPS after the reload"
+        )
         assert status == 200

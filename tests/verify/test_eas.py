@@ -30,11 +30,9 @@ from mmpush.nginx import DEFAULT_SITE
 from mmpush.push_proxy import (
     BINARY,
     CONFIG_FILE,
-    CREDENTIALS_DIR,
     ROOT,
     SERVICE,
     USER,
-    credentials,
 )
 from mmpush.settings import EasSettings, Settings
 from tests.verify import tls
@@ -43,6 +41,8 @@ from tests.verify.hostcheck import LOOPBACK, TIMEOUT, Host, active_directives, c
 push_proxies = pytest.mark.group("push_proxies")
 mattermost = pytest.mark.group("mattermost")
 
+#: Where the credentials must be (docs: one file per app type, named after the type).
+CREDENTIALS_DIR = "/etc/mattermost-push-proxy/credentials"
 #: `systemd-analyze security` overall exposure must stay below this.
 MAX_EXPOSURE = 2.0
 
@@ -240,15 +240,31 @@ def test_credentials_are_readable_only_by_the_push_proxy(host: Host, eas: EasSet
     )
 
 
+def expected_credentials(eas: EasSettings) -> list[tuple[str, str, str]]:
+    """(path on the host, sha256, source) of every credential the data configures: one file
+    per app type in the credentials directory, named after the type (stated here, not taken
+    from the deploy code)."""
+    expected = []
+    for entry in eas.apple:
+        secret = entry.auth_key or entry.certificate
+        assert secret is not None
+        suffix = "p8" if entry.auth_key else "pem"
+        expected.append((f"{CREDENTIALS_DIR}/{entry.type}.{suffix}", secret.sha256, secret.source))
+    for android in eas.android:
+        secret = android.service_account
+        expected.append((f"{CREDENTIALS_DIR}/{android.type}.json", secret.sha256, secret.source))
+    return expected
+
+
 @push_proxies
 def test_credentials_on_the_host_are_the_configured_ones(host: Host, eas: EasSettings) -> None:
     problems = []
-    for credential in credentials(eas):
-        result = host.run(f"sha256sum {q(credential.path)}")
+    for path, sha256, source in expected_credentials(eas):
+        result = host.run(f"sha256sum {q(path)}")
         if result.rc != 0:
-            problems.append(f"{credential.path} is missing")
-        elif result.stdout.split()[0] != credential.secret.sha256:
-            problems.append(f"{credential.path} differs from {credential.secret.source}")
+            problems.append(f"{path} is missing")
+        elif result.stdout.split()[0] != sha256:
+            problems.append(f"{path} differs from {source}")
     assert not problems, "; ".join(problems)
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from mmpush.facts import MattermostEnvironment
-from mmpush.mattermost import env_name, push_values
+from mmpush.inventory import InventoryHost
+from mmpush.jsonedit import MISSING, JsonEditError, effective_value
 from mmpush.settings import Settings
 from tests.verify.hostcheck import TIMEOUT, Host, check, q
 
@@ -26,6 +27,48 @@ mattermost = pytest.mark.group("mattermost")
 
 SEND = ("EmailSettings", "SendPushNotifications")
 SERVER = ("EmailSettings", "PushNotificationServer")
+CONTENTS = ("EmailSettings", "PushNotificationContents")
+
+#: Where each mode sends pushes, as Mattermost documents them (stated here, not taken from the
+#: deploy code, so that a wrong URL in the deploy cannot also be the expected one).
+HPNS_URLS = {
+    "global": "https://global.push.mattermost.com",
+    "us": "https://us.push.mattermost.com",
+    "eu": "https://eu.push.mattermost.com",
+    "ap": "https://ap.push.mattermost.com",
+    "legacy": "https://push.mattermost.com",
+}
+TPNS_URL = "https://push-test.mattermost.com"
+
+
+def expected_push_settings(
+    host: InventoryHost, inventory: list[InventoryHost]
+) -> dict[tuple[str, ...], Any]:
+    """What a Mattermost server's push settings must be, from its inventory data alone."""
+    data = host.data
+    mode = data.get("push_mode")
+    contents = data.get("push_contents") or "generic"
+    if mode == "off":
+        return {SEND: False, SERVER: ""}
+    if mode == "eas":
+        port = int(data.get("push_https_port") or 443)
+        url = f"https://{data['push_name']}" + ("" if port == 443 else f":{port}")
+    elif mode == "hpns":
+        proxies = [h for h in inventory if h.in_group("outbound_proxies")]
+        if proxies and data.get("hpns_use_outbound_proxy") is not False:
+            proxy = proxies[0].data
+            port = int(proxy.get("outbound_proxy_port") or 8000)
+            url = f"https://{proxy['outbound_proxy_name']}:{port}"
+        else:
+            url = HPNS_URLS[data.get("hpns_region") or "global"]
+    elif mode == "tpns":
+        url = TPNS_URL
+    else:
+        pytest.fail(f"{host.name}: unknown push_mode {mode!r}")
+    expected: dict[tuple[str, ...], Any] = {SEND: True, SERVER: url, CONTENTS: contents}
+    if data.get("mattermost_log_level"):
+        expected[("LogSettings", "FileLevel")] = data["mattermost_log_level"]
+    return expected
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -38,23 +81,26 @@ def mode_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def config(host: Host, mode_settings: Settings) -> dict[str, Any]:
-    """The host's config.json, parsed."""
+def config_text(host: Host, mode_settings: Settings) -> str:
+    """The host's config.json, as Mattermost reads it (the text: duplicate keys that differ
+    only in case are resolved the way Go's decoder resolves them)."""
     path = mode_settings.mattermost.config_path
+    text = check(host, f"cat {q(path)}")
     try:
-        parsed = json.loads(check(host, f"cat {q(path)}"))
+        parsed = json.loads(text)
     except json.JSONDecodeError as error:
         pytest.fail(f"{path} is not valid JSON: {error}")
     assert isinstance(parsed, dict), f"{path} is not a JSON object"
-    return parsed
+    return text
 
 
-def value_at(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    """``config["EmailSettings"]["PushNotificationServer"]``, or "<missing>"."""
-    value: Any = config
-    for key in keys:
-        value = value.get(key, "<missing>") if isinstance(value, dict) else "<missing>"
-    return value
+def value_at(text: str, keys: tuple[str, ...]) -> Any:
+    """What Mattermost reads for ``keys`` (Go's rules), or "<missing>"."""
+    try:
+        value = effective_value(text, keys)
+    except JsonEditError as error:
+        return f"<unreadable: {error}>"
+    return "<missing>" if value is MISSING else value
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -68,11 +114,14 @@ def test_mattermost_is_running(host: Host, mode_settings: Settings) -> None:
 
 @mattermost
 def test_mattermost_config_holds_the_push_values_of_the_mode(
-    config: dict[str, Any], mode_settings: Settings
+    config_text: str,
+    mode_settings: Settings,
+    inventory_host: InventoryHost,
+    inventory: list[InventoryHost],
 ) -> None:
     wrong = []
-    for keys, expected in push_values(mode_settings).items():
-        actual = value_at(config, keys)
+    for keys, expected in expected_push_settings(inventory_host, inventory).items():
+        actual = value_at(config_text, keys)
         # type first: true is not 1, "false" is not false
         if type(actual) is not type(expected) or actual != expected:
             wrong.append(f"{'.'.join(keys)} = {actual!r}, expected {expected!r}")
@@ -84,13 +133,18 @@ def test_mattermost_config_holds_the_push_values_of_the_mode(
 
 @mattermost
 def test_no_environment_variable_overrides_the_push_settings(
-    host: Host, mode_settings: Settings
+    host: Host,
+    mode_settings: Settings,
+    inventory_host: InventoryHost,
+    inventory: list[InventoryHost],
 ) -> None:
     unit = mode_settings.mattermost.service
     fact = MattermostEnvironment()
-    present = set(fact.process(check(host, fact.command(unit)).splitlines()))
+    present = fact.process(check(host, fact.command(unit)).splitlines())
     overridden = [
-        env_name(keys) for keys in push_values(mode_settings) if env_name(keys) in present
+        f"{name} (in {', '.join(present[name])})"
+        for keys in expected_push_settings(inventory_host, inventory)
+        if (name := "MM_" + "_".join(key.upper() for key in keys)) in present
     ]
     assert not overridden, (
         f"{unit}'s environment sets {', '.join(overridden)}: it wins over config.json"
@@ -99,11 +153,11 @@ def test_no_environment_variable_overrides_the_push_settings(
 
 @mattermost
 def test_off_mode_sends_no_push_and_names_no_server(
-    config: dict[str, Any], mode_settings: Settings
+    config_text: str, mode_settings: Settings
 ) -> None:
     if mode_settings.push_mode != "off":
         pytest.skip(f"{mode_settings.host}: push_mode is {mode_settings.push_mode!r}, not 'off'")
-    send, server = value_at(config, SEND), value_at(config, SERVER)
+    send, server = value_at(config_text, SEND), value_at(config_text, SERVER)
     path = mode_settings.mattermost.config_path
     assert send is False, f"{path}: {'.'.join(SEND)} = {send!r} in push_mode 'off': must be false"
     assert server == "", (
@@ -114,10 +168,13 @@ def test_off_mode_sends_no_push_and_names_no_server(
 
 @mattermost
 def test_mattermost_reaches_its_push_service_over_trusted_tls(
-    host: Host, mode_settings: Settings
+    host: Host,
+    mode_settings: Settings,
+    inventory_host: InventoryHost,
+    inventory: list[InventoryHost],
 ) -> None:
-    url = mode_settings.push_server_url
-    if url is None:
+    url = expected_push_settings(inventory_host, inventory)[SERVER]
+    if not url:
         pytest.skip(f"{mode_settings.host}: push_mode {mode_settings.push_mode!r} has no server")
     result = host.run(f"curl -sSf --max-time {TIMEOUT} -o /dev/null {q(url + '/version')}")
     assert result.rc == 0, (

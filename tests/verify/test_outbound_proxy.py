@@ -407,6 +407,26 @@ def test_clients_outside_the_allowed_networks_are_refused(
 
 
 @outbound_proxies
+def test_the_upstream_verifies_as_the_proxy_checks_it(
+    host: Host, site: Directive, outbound: OutboundProxySettings
+) -> None:
+    """From the proxy host, a TLS handshake with the upstream as NGINX makes it: its name as
+    SNI, its certificate checked against the proxy's trusted CAs and for its name."""
+    trusted = [unquote(d.args[0]) for d in site.walk() if d.name == "proxy_ssl_trusted_certificate"]
+    assert trusted, f"{OUTBOUND_CONF}: no proxy_ssl_trusted_certificate"
+    name, port = outbound.upstream_host, outbound.upstream_port
+    result = host.run(
+        f"timeout {TIMEOUT} openssl s_client -connect {q(f'{name}:{port}')} -servername {q(name)} "
+        f"-verify_hostname {q(name)} -verify_return_error -CAfile {q(trusted[0])} "
+        "-brief < /dev/null 2>&1"
+    )
+    assert result.rc == 0 and "Verification: OK" in result.stdout, (
+        f"{outbound.upstream_url} does not verify from the proxy host against {trusted[0]} "
+        f"(as NGINX checks it): {result.stdout.strip()[-400:]}"
+    )
+
+
+@outbound_proxies
 def test_upstream_certificate_and_name_are_verified(
     site: Directive, outbound: OutboundProxySettings
 ) -> None:
