@@ -32,7 +32,7 @@ from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
 from mmpush.facts import FileBytes, PrivateFileState, SystemUser
-from mmpush.jsonedit import JsonEditError, parse_object, set_values
+from mmpush.jsonedit import MISSING, JsonEditError, effective_value, parse_object, set_values
 from mmpush.settings import PushProxyArtifact, Secret
 from mmpush.transactions import (
     BACKUP_DIR,
@@ -190,7 +190,7 @@ def json_values(
         raise OperationError(f"{path} does not exist on {host.name}")
     try:
         text = raw.decode("utf-8")
-        current = parse_object(text)
+        parse_object(text)  # refuses what is not a JSON object
         new_text = set_values(text, values)
     except (UnicodeDecodeError, JsonEditError) as error:
         raise OperationError(
@@ -206,7 +206,8 @@ def json_values(
             "any host"
         )
     for keys, value in values.items():
-        old = _lookup(current, keys)
+        old = effective_value(text, keys)
+        old = None if old is MISSING else old
         if old != value:
             logger.info(f"    [{host.name}] {'.'.join(keys)}: {old!r} -> {value!r}")
     new_bytes = new_text.encode()
@@ -223,14 +224,6 @@ def json_values(
             follow_symlink=True,
         )
     )
-
-
-def _lookup(document: Any, keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if not isinstance(document, dict) or key not in document:
-            return None
-        document = document[key]
-    return document
 
 
 # --- secrets ------------------------------------------------------------------------------
