@@ -41,6 +41,7 @@ from mmpush.transactions import (
     bash,
     nginx_transaction_script,
     q,
+    release_unpack_script,
     replace_file_script,
     temp_beside,
 )
@@ -364,28 +365,8 @@ def release(root: str, artifact: PushProxyArtifact, binary: str, url: str | None
         )
     unpack = f"{root}/releases/.{artifact.version}.unpack"
     yield bash(
-        "\n".join(
-            [
-                "set -euo pipefail",
-                f"trap 'rm -rf -- {q(unpack)} {q(download)}' EXIT",
-                f"actual=$(sha256sum {q(download)} | cut -d' ' -f1)",
-                f'if [ "$actual" != {q(artifact.sha256)} ]; then',
-                f'  echo "sha256 mismatch for push proxy {artifact.version}: expected '
-                f'{artifact.sha256}, got $actual; nothing was installed" >&2',
-                "  exit 1",
-                "fi",
-                f"rm -rf -- {q(unpack)} && mkdir -p -- {q(unpack)}",
-                f"tar -xzf {q(download)} -C {q(unpack)} --no-same-owner --strip-components=1 "
-                "|| { echo 'mmpush: the archive could not be unpacked whole (disk full?);"
-                " nothing was installed' >&2; exit 1; }",
-                f"if [ ! -x {q(unpack + '/' + binary)} ]; then",
-                f"  echo 'the archive has no executable {binary}: not a push proxy release' >&2",
-                "  exit 1",
-                "fi",
-                f"echo {q(artifact.sha256)} > {q(unpack)}/.mmpush-sha256",
-                f"chmod -R go-w -- {q(unpack)}",
-                f"rm -rf -- {q(target)} && mv -T -- {q(unpack)} {q(target)}",
-            ]
+        release_unpack_script(
+            download, unpack, target, artifact.sha256, binary, f"push proxy {artifact.version}"
         )
     )
 
@@ -485,7 +466,7 @@ def restart_and_wait_script(service: str, ping_url: str, timeout: int) -> str:
             f"deadline=$((SECONDS + {int(timeout)}))",
             f"until curl -sf --noproxy '*' --max-time 5 -o /dev/null {q(ping_url)}; do",
             # failed, or failed and waiting to be started again by Restart=
-            f"  if systemctl is-failed --quiet {q(service)} || [ \"$(systemctl show -p SubState "
+            f'  if systemctl is-failed --quiet {q(service)} || [ "$(systemctl show -p SubState '
             f'--value {q(service)})" = auto-restart ]; then',
             f"    echo 'mmpush: {service} did not come back after the restart "
             f"(systemctl status {service})' >&2; exit 1",

@@ -332,3 +332,42 @@ def new_private_key_script(key_path: str) -> str:
         )
         + "\n"
     )
+
+
+def release_unpack_script(
+    download: str, unpack: str, target: str, sha256: str, binary: str, what: str
+) -> str:
+    """Check a downloaded (or uploaded) release archive against its pinned sha256, unpack it
+    beside ``target``, check it holds an executable ``binary``, then move it into place. The
+    archive is removed on every path; nothing is installed unless every step passed, and the
+    installed (and running) releases are never touched."""
+    return (
+        "\n".join(
+            [
+                PRELUDE,
+                "umask 022  # a release is readable by the service user, writable by root only",
+                f"download={q(download)} unpack={q(unpack)} target={q(target)}",
+                'trap \'rm -rf -- "$unpack" "$download"\' EXIT',
+                '[ -f "$download" ] || { say "no archive at $download"; exit 1; }',
+                'actual=$(sha "$download")',
+                f'if [ "$actual" != {q(sha256)} ]; then',
+                f'  say "sha256 mismatch for {what}: expected {sha256}, got $actual; nothing was '
+                'installed"',
+                "  exit 1",
+                "fi",
+                'rm -rf -- "$unpack" && mkdir -p -- "$unpack"',
+                'tar -xzf "$download" -C "$unpack" --no-same-owner --strip-components=1 '
+                f'2>/dev/null || {{ say "the {what} archive could not be unpacked whole (disk '
+                'full? not a gzip tarball?); nothing was installed"; exit 1; }',
+                f'if [ ! -x "$unpack"/{q(binary)} ]; then',
+                f'  say "the archive has no executable {binary}: not a push proxy release; nothing '
+                'was installed"',
+                "  exit 1",
+                "fi",
+                f'printf "%s\\n" {q(sha256)} > "$unpack/.mmpush-sha256"',
+                'chmod -R go-w -- "$unpack"',
+                'rm -rf -- "$target" && mv -T -- "$unpack" "$target"',
+            ]
+        )
+        + "\n"
+    )

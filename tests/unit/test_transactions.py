@@ -18,6 +18,7 @@ from mmpush.transactions import (
     bash,
     new_private_key_script,
     nginx_transaction_script,
+    release_unpack_script,
     replace_file_script,
 )
 
@@ -397,3 +398,67 @@ def test_a_new_private_key_is_private_and_an_existing_one_is_kept(box: Box) -> N
     assert box.run(new_private_key_script(str(key))).returncode == 0
     assert key.read_bytes() == first
     assert [p.name for p in key.parent.iterdir()] == ["privkey.pem"]
+
+
+# --- releases ---------------------------------------------------------------------------
+
+
+def release_archive(box: Box, binary: bool = True) -> Path:
+    """A release-shaped tarball: a top directory holding bin/mattermost-push-proxy."""
+    top = box.tmp / "src" / "mattermost-push-proxy-linux-amd64"
+    (top / "bin").mkdir(parents=True)
+    if binary:
+        (top / "bin" / "mattermost-push-proxy").write_text("#!/bin/sh\necho proxy\n")
+        (top / "bin" / "mattermost-push-proxy").chmod(0o755)
+    (top / "config").mkdir()
+    (top / "config" / "mattermost-push-proxy.sample.json").write_text("{}")
+    archive = box.tmp / "release.tar.gz"
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(top.parent), top.name], check=True)
+    return archive
+
+
+def unpack(box: Box, archive: Path, sha256: str) -> subprocess.CompletedProcess[str]:
+    releases = box.root / "releases"
+    releases.mkdir(exist_ok=True)
+    download = releases / ".6.5.0.tar.gz"
+    download.write_bytes(archive.read_bytes())
+    script = release_unpack_script(
+        str(download),
+        str(releases / ".6.5.0.unpack"),
+        str(releases / "6.5.0"),
+        sha256,
+        "bin/mattermost-push-proxy",
+        "push proxy 6.5.0",
+    )
+    return box.run(script)
+
+
+def test_a_release_with_the_pinned_sha256_is_installed_readable_by_the_service(box: Box) -> None:
+    archive = release_archive(box)
+    result = unpack(box, archive, sha(archive.read_bytes()))
+    assert result.returncode == 0, result.stderr
+    installed = box.root / "releases" / "6.5.0"
+    binary = installed / "bin" / "mattermost-push-proxy"
+    assert stat.S_IMODE(binary.stat().st_mode) == 0o755
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o755
+    assert (installed / ".mmpush-sha256").read_text().strip() == sha(archive.read_bytes())
+    assert sorted(p.name for p in (box.root / "releases").iterdir()) == ["6.5.0"]
+
+
+def test_a_release_whose_sha256_differs_installs_nothing(box: Box) -> None:
+    (box.root / "releases" / "6.4.0").mkdir(parents=True)
+    result = unpack(box, release_archive(box), "0" * 64)
+    assert result.returncode == 1
+    assert "sha256 mismatch" in result.stderr and "nothing was installed" in result.stderr
+    assert sorted(p.name for p in (box.root / "releases").iterdir()) == ["6.4.0"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no-binary"])
+def test_a_broken_release_installs_nothing(box: Box, damage: str) -> None:
+    archive = release_archive(box, binary=damage != "no-binary")
+    if damage == "truncated":
+        archive.write_bytes(archive.read_bytes()[:100])
+    result = unpack(box, archive, sha(archive.read_bytes()))
+    assert result.returncode == 1
+    assert "nothing was installed" in result.stderr
+    assert list((box.root / "releases").iterdir()) == []
