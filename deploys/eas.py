@@ -1,7 +1,7 @@
 """EAS: your own Mattermost Push Proxy behind an NGINX TLS front, every Mattermost server
 pointed at it.
 
-    pyinfra inventories/prod.py deploys/eas.py
+    pyinfra inventories/mysite/inventory.py deploys/eas.py
 
 Groups: push_proxies (the proxy and its front), mattermost (the servers). Settings:
 group_data/all.py (documented defaults), push_proxies.py, mattermost.py.

@@ -1,6 +1,6 @@
 """HPNS: Mattermost's hosted push service (needs an Enterprise licence).
 
-    pyinfra inventories/prod.py deploys/hpns.py
+    pyinfra inventories/mysite/inventory.py deploys/hpns.py
 
 Mattermost servers (group mattermost) get the HPNS URL of `hpns_region`, or, when the
 inventory has outbound_proxies hosts, the outbound proxy's URL; the proxy itself is deployed

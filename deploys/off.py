@@ -1,6 +1,6 @@
 """Push notifications off: SendPushNotifications = false, no push server.
 
-    pyinfra inventories/prod.py deploys/off.py
+    pyinfra inventories/mysite/inventory.py deploys/off.py
 
 Group mattermost.
 """

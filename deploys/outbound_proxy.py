@@ -1,6 +1,6 @@
 """The outbound NGINX TLS proxy mapped to Mattermost's hosted push service.
 
-    pyinfra inventories/prod.py deploys/outbound_proxy.py
+    pyinfra inventories/mysite/inventory.py deploys/outbound_proxy.py
 
 Group outbound_proxies. deploys/hpns.py runs this too; use this one to change only the proxy.
 """

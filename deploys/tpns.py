@@ -1,6 +1,6 @@
 """TPNS: Mattermost's free test push service (https://push-test.mattermost.com).
 
-    pyinfra inventories/prod.py deploys/tpns.py
+    pyinfra inventories/mysite/inventory.py deploys/tpns.py
 
 TPNS does not encrypt notifications: push_contents full or id_loaded are refused unless
 push_contents_force = True. Group mattermost.

@@ -1,7 +1,7 @@
 """Verify any inventory's hosts with testinfra: the lab in CI, production for ops.
 
     pytest tests/verify --inventory inventories/lab.py
-    pytest tests/verify --inventory inventories/prod.py -k push_proxies
+    pytest tests/verify --inventory inventories/mysite/inventory.py -k push_proxies
     pytest tests/verify --inventory inventories/lab.py --data push_mode=hpns
 
 Hosts, groups and data come from the pyinfra inventory itself (group_data/ included), and
@@ -35,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--inventory",
         default=None,
-        help="pyinfra inventory to verify, e.g. inventories/lab.py or inventories/prod.py",
+        help="pyinfra inventory to verify, e.g. inventories/lab.py or inventories/mysite/inventory.py",
     )
     parser.addoption(
         "--data",

@@ -2,7 +2,7 @@
 (any other mode is skipped, naming the mode).
 
     pytest tests/verify --inventory inventories/lab.py
-    pytest tests/verify/test_eas.py --inventory inventories/prod.py
+    pytest tests/verify/test_eas.py --inventory inventories/mysite/inventory.py
 
 push_proxies hosts: the push proxy service (user, sandbox, restart), what listens where, the
 release, config and credentials on disk, NGINX's config, and the TLS front as a client of

@@ -2,7 +2,7 @@
 environment overrides it, the server runs, and it reaches its push service over TLS it trusts.
 
     pytest tests/verify --inventory inventories/lab.py --data push_mode=hpns
-    pytest tests/verify/test_modes.py --inventory inventories/prod.py
+    pytest tests/verify/test_modes.py --inventory inventories/mysite/inventory.py
 
 Give the suite the same ``--data`` the deploy had (the mode is host data). This is the one
 place Mattermost servers are checked, in every mode (eas included). In "hpns" mode the push

@@ -3,7 +3,7 @@ that use it notice it: once per outbound_proxies host whose push_mode is "hpns" 
 mode is skipped, naming the mode).
 
     pytest tests/verify --inventory inventories/lab.py --data push_mode=hpns
-    pytest tests/verify/test_outbound_proxy.py --inventory inventories/prod.py
+    pytest tests/verify/test_outbound_proxy.py --inventory inventories/mysite/inventory.py
 
 NGINX runs and its config is valid; the proxy's port listens; its TLS is what a client of
 ``https://<outbound_proxy_name>:<outbound_proxy_port>`` should get; /version and the push API
