@@ -37,6 +37,21 @@ mattermost_accept_env_overrides = False
 # waits until its servers answer mattermost_ping_url again before the next one restarts.
 mattermost_restart_batch = 1
 mattermost_ping_url = "http://127.0.0.1:8065/api/v4/system/ping"
+# Where a server's configuration lives: "auto" (detected from the running service: its
+# --config flag or MM_CONFIG), "file" (mattermost_config_path, edited in place) or "database"
+# (MM_CONFIG=postgres://..., every High Availability cluster): changed only through the
+# config API, never by editing the file or the database, and applied without a restart.
+mattermost_config_source = "auto"
+# The config API: the local-mode socket first (ServiceSettings.EnableLocalMode), as
+# `mmctl --local` uses it; otherwise mattermost_api_url with a system admin's personal access
+# token (a file on the control node or "env:NAME", like the push credentials; never printed).
+mattermost_local_socket = "/var/tmp/mattermost_local.socket"
+mattermost_api_url = None  # e.g. "https://mattermost.example.com"
+mattermost_admin_token = None  # e.g. "env:MM_ADMIN_TOKEN"
+mattermost_api_ca_bundle = None  # a CA bundle to trust mattermost_api_url (private CA)
+# Servers sharing one database configuration are patched once and checked on every node. They
+# are grouped by their MM_CONFIG database (host, port, name), or by this name when set.
+mattermost_cluster = None
 
 # --- EAS: the push proxy's public name (group push_proxies, and what mattermost points at) ---
 # A DNS name that resolves to the push proxy host, e.g. "push.example.com".

@@ -81,6 +81,12 @@ KNOWN_KEYS = frozenset(
         "mattermost_accept_env_overrides",
         "mattermost_restart_batch",
         "mattermost_ping_url",
+        "mattermost_config_source",
+        "mattermost_local_socket",
+        "mattermost_api_url",
+        "mattermost_admin_token",
+        "mattermost_api_ca_bundle",
+        "mattermost_cluster",
         # EAS: the push proxy's public name and its front
         "push_name",
         "push_https_port",
@@ -341,6 +347,17 @@ class MattermostSettings:
     restart_batch: int = 1
     #: What answers once the server is up again after a restart (on the server itself).
     ping_url: str = "http://127.0.0.1:8065/api/v4/system/ping"
+    #: Where the configuration lives: "auto" (detected from the running service), "file"
+    #: (mattermost_config_path) or "database" (changed through the config API).
+    config_source: str = "auto"
+    #: The local-mode socket (ServiceSettings.LocalModeSocketLocation), tried first.
+    local_socket: str = "/var/tmp/mattermost_local.socket"
+    #: The config API over the network, with a system admin's personal access token.
+    api_url: str | None = None
+    admin_token: Secret | None = None
+    api_ca_bundle: str | None = None
+    #: Servers with the same name share one configuration (patched once, checked on all).
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1168,7 +1185,53 @@ def _mattermost(read: _Reader, push_mode: str) -> MattermostSettings:
         accept_env_overrides=read.boolean("mattermost_accept_env_overrides", False),
         restart_batch=read.integer("mattermost_restart_batch", 1, 1, 1000),
         ping_url=_ping_url(read),
+        config_source=read.choice(
+            "mattermost_config_source", ("auto", "file", "database"), "auto"
+        ),
+        local_socket=read.text(
+            "mattermost_local_socket",
+            "/var/tmp/mattermost_local.socket",
+            re.compile(r"^/[^\s'\"`$\\]+$"),
+            "an absolute path (ServiceSettings.LocalModeSocketLocation)",
+        ),
+        api_url=_api_url(read),
+        admin_token=(
+            read.secret("mattermost_admin_token", read.raw("mattermost_admin_token"))
+            if read.raw("mattermost_admin_token")
+            else None
+        ),
+        api_ca_bundle=(
+            str(read.local_file("mattermost_api_ca_bundle", read.raw("mattermost_api_ca_bundle")))
+            if read.raw("mattermost_api_ca_bundle")
+            else None
+        ),
+        cluster=read.text(
+            "mattermost_cluster",
+            "",
+            re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$|^$"),
+            "a cluster name (letters, digits, _.-) shared by the servers of one cluster",
+        )
+        or None,
     )
+
+
+def _api_url(read: _Reader) -> str | None:
+    value = read.raw("mattermost_api_url")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value.startswith(("https://", "http://"))
+        or any(c.isspace() for c in value)
+        or not value.split("://", 1)[1].split("/")[0]
+    ):
+        raise read.error(
+            "mattermost_api_url",
+            value,
+            "the server's URL for the config API, e.g. https://mattermost.example.com "
+            "(https: the admin token goes with every call)",
+        )
+    return value.rstrip("/")
 
 
 def _ping_url(read: _Reader) -> str:

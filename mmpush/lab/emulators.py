@@ -17,7 +17,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from mmpush.lab.layout import LabHost
+from mmpush.lab.layout import (
+    LAB_CLUSTER_NAME,
+    LAB_DATABASE,
+    LAB_DATABASE_USER,
+    LabHost,
+)
 
 #: The emulators live with the tests, in the repository this package is installed from.
 EMULATORS_DIR = Path(__file__).resolve().parents[2] / "tests" / "emulators"
@@ -56,9 +61,41 @@ def _read(relative: str) -> bytes:
     return path.read_bytes()
 
 
-def emulator_files(host: LabHost) -> dict[str, tuple[bytes, int]]:
-    """The emulator files ``host`` gets before boot: {path inside host: (content, mode)}."""
+#: Where a database-configured lab server's MM_CONFIG lives (root only: it holds a password).
+DATABASE_ENV_FILE = "/etc/mattermost/db.env"
+DATABASE_DROPIN = "/etc/systemd/system/mattermost.service.d/mmpush-lab-database.conf"
+#: The lab database host's name, as the cluster's servers reach it.
+DATABASE_HOST = "db1"
+
+
+def database_dsn(password: str) -> str:
+    """The lab cluster's MM_CONFIG: ``postgres://mmuser:...@db1:5432/mattermost?...``."""
+    return (
+        f"postgres://{LAB_DATABASE_USER}:{password}@{DATABASE_HOST}:5432/{LAB_DATABASE}"
+        "?sslmode=disable&connect_timeout=10"
+    )
+
+
+def emulator_files(host: LabHost, database_password: str = "") -> dict[str, tuple[bytes, int]]:
+    """The emulator files ``host`` gets before boot: {path inside host: (content, mode)}.
+    ``database_password``: the lab database's, for the database-configured servers."""
     files: dict[str, tuple[bytes, int]] = {}
+    if "mattermost-db" in host.emulators:
+        # as a site configures it: MM_CONFIG in an EnvironmentFile, local mode on, a cluster
+        environment = "\n".join(
+            [
+                f"MM_CONFIG={database_dsn(database_password)}",
+                "MM_SERVICESETTINGS_ENABLELOCALMODE=true",
+                "MM_CLUSTERSETTINGS_ENABLE=true",
+                f"MM_CLUSTERSETTINGS_CLUSTERNAME={LAB_CLUSTER_NAME}",
+            ]
+        )
+        files[DATABASE_ENV_FILE] = (environment.encode() + b"\n", 0o600)
+        files[DATABASE_DROPIN] = (
+            f"[Unit]\nAfter=network-online.target\nWants=network-online.target\n\n"
+            f"[Service]\nEnvironmentFile={DATABASE_ENV_FILE}\n".encode(),
+            0o644,
+        )
     if "mattermost" in host.emulators:
         files[f"{MATTERMOST_HOME}/bin/mattermost"] = (
             _read("mattermost/mattermost_emulator.py"),
@@ -91,9 +128,25 @@ def emulator_files(host: LabHost) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-def post_boot_script(host: LabHost) -> str:
-    """Shell run once on ``host`` after boot: trust the lab CA, then start its emulators."""
+def post_boot_script(host: LabHost, database_password: str = "", subnet: str = "") -> str:
+    """Shell run once on ``host`` after boot: trust the lab CA, then start its emulators (the
+    database host first: the database-configured servers need it)."""
     lines = ["set -e", "update-ca-certificates >/dev/null"]
+    if "postgresql" in host.emulators:
+        conf = "/etc/postgresql/15/main"
+        lines += [
+            f"echo \"listen_addresses = '*'\" > {conf}/conf.d/mmpush-lab.conf",
+            f"echo 'host {LAB_DATABASE} {LAB_DATABASE_USER} {subnet} scram-sha-256' "
+            f">> {conf}/pg_hba.conf",
+            "systemctl enable --now postgresql.service",
+            "for i in $(seq 100); do runuser -u postgres -- pg_isready -q && break; sleep 0.2;"
+            " done",
+            # the password on stdin: never on a command line (sudo logs those)
+            "runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 <<'SQL'",
+            f"CREATE ROLE {LAB_DATABASE_USER} LOGIN PASSWORD '{database_password}';",
+            f"CREATE DATABASE {LAB_DATABASE} OWNER {LAB_DATABASE_USER};",
+            "SQL",
+        ]
     if "mattermost" in host.emulators:
         lines += [
             "id mattermost >/dev/null 2>&1 || useradd --system --user-group "

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import json
 import os
+import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -203,11 +204,17 @@ def _bring_up(
         push_registry = emulators.push_services_registry(state["fixtures"])
         write_state(paths, state)
 
+    # the cluster's database password: in the database host's SQL and the servers' 0600
+    # EnvironmentFile only (never on a command line, never in the state file)
+    database_password = secrets.token_urlsafe(18)
     with step(f"Booting {len(hosts)} hosts ({', '.join(h.name for h in hosts)})"):
         client_key = containers.ensure_client_key(paths)
         host_keys = {}
         for host in hosts:
-            files = {emulators.TRUST_STORE_FILE: (bundle, 0o644), **emulators.emulator_files(host)}
+            files = {
+                emulators.TRUST_STORE_FILE: (bundle, 0o644),
+                **emulators.emulator_files(host, database_password),
+            }
             if "push-services" in host.emulators:
                 registry_path = f"{emulators.PUSH_SERVICES_DATA_DIR}/registry.json"
                 files[registry_path] = (push_registry, 0o644)
@@ -223,11 +230,17 @@ def _bring_up(
         for entry, boot_state in zip(state["hosts"], boot_states, strict=True):
             entry["boot_state"] = boot_state
 
-    with (
-        step("Installing the lab CA and the emulators on the hosts"),
-        ThreadPoolExecutor(min(len(hosts), 16)) as pool,
-    ):
-        list(pool.map(lambda h: containers.ssh(paths, h, emulators.post_boot_script(h)), hosts))
+    def post_boot(host: LabHost) -> None:
+        script = emulators.post_boot_script(host, database_password, SUBNET)
+        # the script on stdin: sudo logs command lines, and this one holds a password
+        containers.ssh(paths, host, "bash -s", input=script)
+
+    with step("Installing the lab CA and the emulators on the hosts"):
+        first = [h for h in hosts if "postgresql" in h.emulators]
+        for host in first:
+            post_boot(host)
+        with ThreadPoolExecutor(min(len(hosts), 16)) as pool:
+            list(pool.map(post_boot, [h for h in hosts if h not in first]))
 
     with step("Issuing the stand-ins' certificates from Pebble (ACME HTTP-01)"):
         stand_ins = [

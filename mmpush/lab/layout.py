@@ -37,6 +37,7 @@ ROOTFS_PACKAGES = (
     "dbus",
     "iproute2",
     "openssh-server",
+    "postgresql",
     "python3",
     "python3-cryptography",
     "python3-psycopg2",
@@ -126,7 +127,29 @@ BASE_HOSTS: tuple[LabHost, ...] = (
     LabHost(
         "apns1", f"{SUBNET_PREFIX}.19", APPLE_GOOGLE_NAMES, ("lab_upstreams",), ("push-services",)
     ),
+    # A two-node cluster whose configuration is in PostgreSQL on db1 (MM_CONFIG), with local
+    # mode on: the config API is the only way to change it.
+    LabHost(
+        "mm2",
+        f"{SUBNET_PREFIX}.16",
+        ("mm2.lab.test",),
+        ("mattermost",),
+        ("mattermost", "mattermost-db"),
+    ),
+    LabHost(
+        "mm3",
+        f"{SUBNET_PREFIX}.17",
+        ("mm3.lab.test",),
+        ("mattermost",),
+        ("mattermost", "mattermost-db"),
+    ),
+    LabHost("db1", f"{SUBNET_PREFIX}.18", ("db.lab.test",), ("lab_databases",), ("postgresql",)),
 )
+
+#: The lab database for the cluster's configuration (the password is made at `up`).
+LAB_DATABASE = "mattermost"
+LAB_DATABASE_USER = "mmuser"
+LAB_CLUSTER_NAME = "mmlab"
 
 
 #: More file-configured Mattermost servers (`mmpush lab up --mattermost-hosts N`) are

@@ -1,17 +1,26 @@
-"""Mattermost servers' push settings, edited safely in config.json.
+"""Mattermost servers' push settings, changed where the server's configuration lives.
 
     configure_push(settings)     # in a deploy, for hosts in mattermost
 
 Only the keys this project owns change (``EmailSettings.SendPushNotifications``,
-``PushNotificationServer``, ``PushNotificationContents``, optionally ``LogSettings.FileLevel``);
-every other byte of config.json stays as it was. Mattermost is restarted only when the file
-changed. An ``MM_*`` environment override that would silently win over the file stops the run
-(unless accepted).
+``PushNotificationServer``, ``PushNotificationContents``, optionally ``LogSettings.FileLevel``).
+Where they live is detected from the running service (``mattermost_config_source = "auto"``):
+
+- a file (``config.json``, or the path of ``--config``/``MM_CONFIG``): edited in place, every
+  other byte kept, atomically with a backup; Mattermost restarted only when it changed, a
+  batch of servers at a time;
+- a database (``MM_CONFIG=postgres://...``, every High Availability cluster): changed only
+  through the config API (the local-mode socket, else ``mattermost_api_url`` with a token),
+  once per cluster, checked on every node, applied live without a restart.
+
+An ``MM_*`` environment override that would silently win stops the run (unless accepted);
+a server without the licence HPNS or ``id_loaded`` needs gets a warning naming it.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from typing import Any
 
 from pyinfra import host, logger
@@ -20,6 +29,25 @@ from pyinfra.api.exceptions import PyinfraError
 
 from mmpush.facts import MattermostEnvironment, PrivateFileState, UnitExists
 from mmpush.jsonedit import JsonEditError, parse_object
+from mmpush.mattermost.access import (
+    ConfigAccess,
+    TokenAccess,
+    api_access,
+    read_licence,
+)
+from mmpush.mattermost.api import (
+    ConfigApiError,
+    effective_push_settings,
+    licence_problems,
+)
+from mmpush.mattermost.cluster import (
+    ClusterError,
+    cluster_key,
+    cluster_mismatch_message,
+    verify_cluster,
+)
+from mmpush.mattermost.operations import api_push_settings
+from mmpush.mattermost.source import ConfigSource, MattermostConfigSource, source_problem
 from mmpush.operations import json_values, read_private_file, restart_and_wait
 from mmpush.settings import Settings
 
@@ -104,16 +132,70 @@ def check_overrides(settings: Settings, values: dict[tuple[str, ...], Any]) -> N
     )
 
 
+def detect_source(settings: Settings) -> ConfigSource:
+    """Where this server's configuration lives, as the running service says (or as
+    ``mattermost_config_source`` forces); stops the run before any host is touched when the
+    deploy cannot change it safely."""
+    mm = settings.mattermost
+    detected = host.get_fact(MattermostConfigSource, unit=mm.service, socket_path=mm.local_socket)
+    has_token = mm.api_url is not None and mm.admin_token is not None
+    problem = source_problem(host.name, mm.config_source, detected, has_token)
+    if problem:
+        raise MattermostConfigError(problem)
+    if mm.config_source == "file" or (detected.kind == "file" and detected.path is None):
+        return replace(detected, kind="file", path=mm.config_path)
+    if detected.kind == "file" and detected.path != mm.config_path:
+        logger.info(
+            f"    [{host.name}] the server reads {detected.path}{_origin(detected)}, not "
+            f"{mm.config_path}: that file is the one edited"
+        )
+    return detected
+
+
+def _origin(source: ConfigSource) -> str:
+    return f" ({source.origin})" if source.origin else ""
+
+
+def warn_about_licence(settings: Settings) -> None:
+    """Warn, naming the host, when the server's licence does not cover what the mode needs
+    (HPNS: pushes are not sent at all; ``id_loaded``: contents fall back to generic)."""
+    url = settings.push_server_url
+    if url is None:
+        return
+    licence = read_licence(host, settings.mattermost)
+    if licence is None:
+        logger.warning(
+            f"    [{host.name}] could not read the server's licence (is it running?): HPNS and "
+            "id_loaded contents need one"
+        )
+        return
+    for problem in licence_problems(licence, url, settings.mattermost.contents):
+        logger.warning(f"    [{host.name}] {problem}")
+
+
 @deploy("Mattermost push settings")
 def configure_push(settings: Settings) -> None:
-    """Point the Mattermost server at the push service of the host's push mode."""
+    """Point the Mattermost server at the push service of the host's push mode, where its
+    configuration lives (file or database)."""
     values = push_values(settings)
     check_service(settings.mattermost.service)
-    check_config_json(settings.mattermost.config_path)
+    source = detect_source(settings)
     check_overrides(settings, values)
+    warn_about_licence(settings)
+    if source.kind == "file":
+        assert source.path is not None
+        configure_file(settings, source.path, values)
+    else:
+        configure_database(settings, source, values)
+
+
+def configure_file(settings: Settings, path: str, values: dict[tuple[str, ...], Any]) -> None:
+    """config.json: edited in place (checked, atomic, backed up), then a restart, a batch of
+    servers at a time, each waiting until the server answers again."""
+    check_config_json(path)
     changed = json_values(
-        name=f"Push settings in {settings.mattermost.config_path}",
-        path=settings.mattermost.config_path,
+        name=f"Push settings in {path}",
+        path=path,
         values=values,
         precheck=push_url_check(settings.push_server_url),
     )
@@ -128,6 +210,70 @@ def configure_push(settings: Settings) -> None:
         )
 
 
+def configure_database(
+    settings: Settings, source: ConfigSource, values: dict[tuple[str, ...], Any]
+) -> None:
+    """A database configuration: through the config API only, once per cluster (servers one
+    at a time: the first patches, the others check they see it), no restart."""
+    mm = settings.mattermost
+    access = api_access(mm, source)
+    assert access is not None  # detect_source refused the host otherwise
+    try:
+        key = cluster_key(host.data, source)
+    except ClusterError as error:
+        raise MattermostConfigError(f"host {host.name}: {error}") from None
+    current = read_effective_push_settings(access, values)
+    record_cluster_view(key, current)
+    api_push_settings(
+        name=f"Push settings through the config API ({source.describe()}, once per cluster)",
+        access=access,
+        values=values,
+        cluster=key,
+        precheck=push_url_check(settings.push_server_url),
+        _serial=True,
+    )
+
+
+def read_effective_push_settings(
+    access: ConfigAccess, values: dict[tuple[str, ...], Any]
+) -> dict[tuple[str, ...], Any]:
+    """The push settings the running server has now (from the API); a server the deploy
+    cannot read stops the run before any host is touched, naming host and how it was reached."""
+    try:
+        config = access.get(host)
+    except ConfigApiError as error:
+        setting = (
+            "mattermost_admin_token"
+            if isinstance(access, TokenAccess)
+            else ("mattermost_local_socket")
+        )
+        raise MattermostConfigError(
+            f"host {host.name}: {setting}: {error}; nothing was changed on any host"
+        ) from None
+    return effective_push_settings(config, list(values))
+
+
+#: What each cluster's nodes reported while preparing: {cluster key: {host: values}}.
+CLUSTER_VIEWS: dict[str, dict[str, dict[tuple[str, ...], Any]]] = {}
+
+
+def record_cluster_view(key: str | None, current: dict[tuple[str, ...], Any]) -> None:
+    """Nodes of one cluster must report the same push settings before anything changes: they
+    share one configuration. Otherwise stop the run, naming the nodes (whichever node prepares
+    last sees the others)."""
+    if key is None:
+        return
+    view = CLUSTER_VIEWS.setdefault(key, {})
+    view[host.name] = current
+    different = verify_cluster(view)
+    if different:
+        raise MattermostConfigError(
+            cluster_mismatch_message(key, view)
+            + "; they do not share one configuration (check MM_CONFIG and mattermost_cluster); "
+            "nothing was changed on any host"
+        )
+
+
 def push_url_check(url: str | None) -> str | None:
     """The shell check, run on the Mattermost server before it is pointed at ``url``: the push
     service answers ``/version`` over TLS this server trusts (its own trust store, DNS and
@@ -139,7 +285,7 @@ def push_url_check(url: str | None) -> str | None:
         "set -uo pipefail\n"
         f"if ! out=$(curl -sS --fail --proto =https --max-time 15 -o /dev/null {version} 2>&1); "
         "then\n"
-        f"  echo \"mmpush: this server cannot use the push service {url}: GET /version failed "
+        f'  echo "mmpush: this server cannot use the push service {url}: GET /version failed '
         '($out); its push settings were left as they were" >&2\n'
         "  exit 1\n"
         "fi\n"

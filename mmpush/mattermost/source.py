@@ -464,9 +464,9 @@ def config_source_command(unit: str, socket_path: str = DEFAULT_LOCAL_SOCKET) ->
 def parse_config_source(lines: Iterable[str]) -> ConfigSource:
     """The :class:`ConfigSource` that :func:`config_source_command` printed (pure).
 
-        parse_config_source(["from --config in the unit's ExecStart",
-                             "database postgresql db1 - mattermost"]).identity
-        # DsnIdentity(scheme="postgres", host="db1", port="5432", dbname="mattermost")
+    parse_config_source(["from --config in the unit's ExecStart",
+                         "database postgresql db1 - mattermost"]).identity
+    # DsnIdentity(scheme="postgres", host="db1", port="5432", dbname="mattermost")
     """
     kind: SourceKind = "unknown"
     path: str | None = None

@@ -35,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--inventory",
         default=None,
-        help="pyinfra inventory to verify, e.g. inventories/lab.py or inventories/mysite/inventory.py",
+        help="pyinfra inventory to verify: inventories/lab.py, inventories/<site>/inventory.py",
     )
     parser.addoption(
         "--data",

@@ -13,6 +13,7 @@ in conftest.py reads them as a deploy does).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ import pytest
 from mmpush.facts import MattermostEnvironment
 from mmpush.inventory import InventoryHost
 from mmpush.jsonedit import MISSING, JsonEditError, effective_value
+from mmpush.mattermost.api import TokenApi
+from mmpush.mattermost.source import config_source_command, parse_config_source
 from mmpush.settings import Settings
 from tests.verify.hostcheck import TIMEOUT, Host, check, q
 
@@ -80,18 +83,50 @@ def mode_settings(settings: Settings) -> Settings:
     return settings
 
 
+@dataclass(frozen=True)
+class EffectiveConfig:
+    """The configuration the running server uses, and where it was read: the config API for
+    a database configuration (the local-mode socket, else the token), the file otherwise."""
+
+    text: str
+    source: str
+
+
 @pytest.fixture
-def config_text(host: Host, mode_settings: Settings) -> str:
-    """The host's config.json, as Mattermost reads it (the text: duplicate keys that differ
-    only in case are resolved the way Go's decoder resolves them)."""
-    path = mode_settings.mattermost.config_path
-    text = check(host, f"cat {q(path)}")
+def effective(host: Host, mode_settings: Settings) -> EffectiveConfig:
+    """The host's effective configuration (the text: duplicate keys that differ only in case
+    are resolved the way Go's decoder resolves them)."""
+    mm = mode_settings.mattermost
+    detected = parse_config_source(
+        check(host, config_source_command(mm.service, mm.local_socket)).splitlines()
+    )
+    if detected.kind == "database" or mm.config_source == "database":
+        if detected.socket:
+            text = check(
+                host,
+                f"curl -sS --fail --max-time {TIMEOUT} --unix-socket {q(detected.socket)} "
+                "http://localhost/api/v4/config",
+            )
+            where = f"the config API (local-mode socket {detected.socket}; {detected.describe()})"
+        elif mm.api_url and mm.admin_token is not None:
+            token = mm.admin_token.content.decode().strip()
+            text = json.dumps(TokenApi(mm.api_url, token, mm.api_ca_bundle).get_config())
+            where = f"the config API ({mm.api_url}; {detected.describe()})"
+        else:
+            pytest.fail(
+                f"{mode_settings.host}: the configuration is in {detected.describe()}, and "
+                "neither the local-mode socket nor mattermost_admin_token reaches its API"
+            )
+    else:
+        path = detected.path if detected.kind == "file" and detected.path else mm.config_path
+        text = check(host, f"cat {q(path)}")
+        where = path
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as error:
-        pytest.fail(f"{path} is not valid JSON: {error}")
-    assert isinstance(parsed, dict), f"{path} is not a JSON object"
-    return text
+        pytest.fail(f"{where} is not valid JSON: {error}")
+    assert isinstance(parsed, dict), f"{where} is not a JSON object"
+    return EffectiveConfig(text, where)
 
 
 def value_at(text: str, keys: tuple[str, ...]) -> Any:
@@ -114,19 +149,19 @@ def test_mattermost_is_running(host: Host, mode_settings: Settings) -> None:
 
 @mattermost
 def test_mattermost_config_holds_the_push_values_of_the_mode(
-    config_text: str,
+    effective: EffectiveConfig,
     mode_settings: Settings,
     inventory_host: InventoryHost,
     inventory: list[InventoryHost],
 ) -> None:
     wrong = []
     for keys, expected in expected_push_settings(inventory_host, inventory).items():
-        actual = value_at(config_text, keys)
+        actual = value_at(effective.text, keys)
         # type first: true is not 1, "false" is not false
         if type(actual) is not type(expected) or actual != expected:
             wrong.append(f"{'.'.join(keys)} = {actual!r}, expected {expected!r}")
     assert not wrong, (
-        f"{mode_settings.mattermost.config_path} (push_mode {mode_settings.push_mode!r}): "
+        f"{mode_settings.host}: {effective.source} (push_mode {mode_settings.push_mode!r}): "
         f"{'; '.join(wrong)}"
     )
 
@@ -153,12 +188,12 @@ def test_no_environment_variable_overrides_the_push_settings(
 
 @mattermost
 def test_off_mode_sends_no_push_and_names_no_server(
-    config_text: str, mode_settings: Settings
+    effective: EffectiveConfig, mode_settings: Settings
 ) -> None:
     if mode_settings.push_mode != "off":
         pytest.skip(f"{mode_settings.host}: push_mode is {mode_settings.push_mode!r}, not 'off'")
-    send, server = value_at(config_text, SEND), value_at(config_text, SERVER)
-    path = mode_settings.mattermost.config_path
+    send, server = value_at(effective.text, SEND), value_at(effective.text, SERVER)
+    path = effective.source
     assert send is False, f"{path}: {'.'.join(SEND)} = {send!r} in push_mode 'off': must be false"
     assert server == "", (
         f"{path}: {'.'.join(SERVER)} = {server!r} in push_mode 'off': must be \"\" "
