@@ -230,7 +230,8 @@ EAS_CHECKS = (
     "test_acme_challenges_are_served_on_port_80",
     "test_a_push_through_the_push_url_is_accepted",
 )
-MATTERMOST_HOSTS = ("mm1",)
+#: The lab's Mattermost servers: mm1 (config.json), mm2 and mm3 (a database-configured cluster).
+MATTERMOST_HOSTS = ("mm1", "mm2", "mm3")
 
 
 def lab_skips(
