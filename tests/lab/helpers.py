@@ -228,7 +228,8 @@ EAS_CHECKS = (
     "test_push_url_sends_hsts",
     "test_plain_http_redirects_to_https",
     "test_acme_challenges_are_served_on_port_80",
-    "test_a_push_through_the_push_url_is_accepted",
+    "test_every_app_types_credentials_are_accepted",
+    "test_only_the_push_api_is_served_and_metrics_are_not_public",
 )
 #: The lab's Mattermost servers: mm1 (config.json), mm2 and mm3 (a database-configured cluster).
 MATTERMOST_HOSTS = ("mm1", "mm2", "mm3")

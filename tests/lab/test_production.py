@@ -370,7 +370,7 @@ def test_a_first_production_run_from_the_shipped_inventory_as_a_user_without_roo
     outcomes = parse_junit(report.read_text())
     ran = {f"{o.module}::{o.name}" for o in outcomes if o.outcome == "passed"}
     assert {o.outcome for o in outcomes} <= {"passed", "skipped"}
-    assert "test_eas.py::test_a_push_through_the_push_url_is_accepted[push1]" in ran
+    assert "test_eas.py::test_every_app_types_credentials_are_accepted[push1]" in ran
     assert "test_modes.py::test_mattermost_config_holds_the_push_values_of_the_mode[mm1]" in ran
     skipped = {o.name.split("[")[0] for o in outcomes if o.outcome == "skipped"}
     # only the outbound proxy's checks (no such host at this site) and the off-mode check

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from mmpush.checks.push import probe_body, push_verdict
 from mmpush.inventory import InventoryHost
 from mmpush.nginx import DEFAULT_SITE
 from mmpush.push_proxy import (
@@ -41,6 +42,17 @@ from tests.verify.hostcheck import LOOPBACK, TIMEOUT, Host, active_directives, c
 push_proxies = pytest.mark.group("push_proxies")
 mattermost = pytest.mark.group("mattermost")
 
+#: What the push front answers itself (only the push API and /version go to the push proxy;
+#: /metrics never does from here: a scraper reads it from an allowed network or loopback).
+FRONT_REFUSED: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+    ("GET", "/", (404,)),
+    ("GET", "/metrics", (404,)),
+    ("GET", "/api/v1/other", (404,)),
+    ("GET", "/api/v1/send_push", (403, 405)),
+    ("GET", "/api/v1/ack", (403, 405)),
+    ("POST", "/version", (403, 405)),
+    ("GET", "/../etc/passwd", (400, 404)),
+)
 #: Where the credentials must be (docs: one file per app type, named after the type).
 CREDENTIALS_DIR = "/etc/mattermost-push-proxy/credentials"
 #: `systemd-analyze security` overall exposure must stay below this.
@@ -359,26 +371,31 @@ def test_acme_challenges_are_served_on_port_80(front: PushFront, eas: EasSetting
 
 
 @push_proxies
-def test_a_push_through_the_push_url_is_accepted(front: PushFront, eas: EasSettings) -> None:
+def test_every_app_types_credentials_are_accepted(front: PushFront, eas: EasSettings) -> None:
+    """A probe push per configured app type, with an obviously fake device token (never a
+    real device): Apple and Google refuse the token, and how they refuse it shows the push
+    proxy's credentials for that type work (mmpush/checks/push.py)."""
     apps = [entry.type for entry in eas.apple] + [entry.type for entry in eas.android]
     if not apps:
         pytest.skip("no app is configured (push_proxy_apple / push_proxy_android are empty)")
-    push = {
-        "platform": apps[0],
-        "server_id": "verify-suite",
-        "device_id": f"verify-suite-{secrets.token_hex(8)}",
-        "type": "message",
-        "version": "v2",
-        "message": "mmpush verify suite (fake device, never delivered)",
-    }
-    reply = front.https("POST", "/api/v1/send_push", json.dumps(push).encode())
-    try:
-        status = json.loads(reply.body).get("status")
-    except (json.JSONDecodeError, AttributeError):
-        status = None
-    assert reply.status == 200 and status in tls.ACCEPTED_PUSH, (
-        f"a {apps[0]} push {front.where} was answered HTTP {reply.status} {reply.body.strip()!r}"
-    )
+    verdicts = []
+    for app in apps:
+        reply = front.https("POST", "/api/v1/send_push", json.dumps(probe_body(app)).encode())
+        verdicts.append(push_verdict(app, reply.status, reply.body))
+    failed = [v.summary for v in verdicts if not v.accepted]
+    assert not failed, f"probe pushes {front.where}: {'; '.join(failed)}"
+
+
+@push_proxies
+def test_only_the_push_api_is_served_and_metrics_are_not_public(
+    front: PushFront, eas: EasSettings
+) -> None:
+    wrong = []
+    for method, path, expected in FRONT_REFUSED:
+        status = front.https(method, path).status
+        if status not in expected:
+            wrong.append(f"{method} {path}: HTTP {status}, expected {expected}")
+    assert not wrong, f"requests the push front must refuse {front.where}: {'; '.join(wrong)}"
 
 
 # Mattermost servers (in every mode, eas included) are checked by test_modes.py.
