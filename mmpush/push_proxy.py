@@ -16,13 +16,15 @@ release directory is still there, so it is just a symlink switch and a restart).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shlex
 from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
-from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra import host, logger
+from pyinfra.api import FactBase, deploy, operation
 from pyinfra.facts.server import Arch
 from pyinfra.operations import files, server, systemd
 
@@ -43,6 +45,7 @@ from mmpush.settings import (
     SettingsError,
     release_arch,
 )
+from mmpush.transactions import bash
 
 SERVICE = "mattermost-push-proxy"
 USER = "mattermost-push-proxy"
@@ -142,6 +145,49 @@ def release_url(artifact: PushProxyArtifact) -> str | None:
         ) from None
 
 
+class FlatInstall(FactBase[list[str]]):
+    """The entries of a push proxy unpacked flat in ``root`` by hand (Mattermost's install
+    guide, or an Ansible role: ``root/bin/mattermost-push-proxy``, ``root/config/``...), that
+    is every name in ``root`` but ``releases`` and ``current``; [] when there is none.
+
+        host.get_fact(FlatInstall, root="/opt/mattermost-push-proxy")   # ["bin", "config"]
+    """
+
+    def command(self, root: str) -> str:
+        r = shlex.quote(root)
+        return (
+            f"if [ -e {r}/bin/{shlex.quote(BINARY.rsplit('/', 1)[-1])} ]; then "
+            f"find {r} -mindepth 1 -maxdepth 1 -printf '%f\\n'; fi; true"
+        )
+
+    def process(self, output: list[str]) -> list[str]:
+        names = [line.strip() for line in output if line.strip()]
+        return sorted(n for n in names if n not in ("releases", "current"))
+
+    def default(self) -> list[str]:
+        return []
+
+
+@operation()
+def set_aside_flat_install(root: str):
+    """Move a push proxy installed flat in ``root`` by hand into
+    ``root/releases/hand-installed-<UTC time>/``, whole, so it can be rolled back to; the
+    process running from it keeps running (a rename keeps the files it has open) until the
+    deploy restarts the service with the new release.
+
+        set_aside_flat_install(name="The hand-made install, kept aside", root=ROOT)
+    """
+    names = host.get_fact(FlatInstall, root=root)
+    if not names:
+        host.noop(f"no hand-made install in {root}")
+        return
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = f"{root}/releases/hand-installed-{stamp}"
+    logger.info(f"    [{host.name}] {', '.join(names)}: moved to {aside} (kept for a rollback)")
+    moves = " && ".join(f"mv -- {shlex.quote(f'{root}/{n}')} {shlex.quote(aside)}/" for n in names)
+    yield bash(f"set -euo pipefail; mkdir -p -- {shlex.quote(aside)} && {moves}")
+
+
 @deploy("Mattermost Push Proxy")
 def install_push_proxy(settings: Settings) -> None:
     """Install, configure and run the push proxy for a host in ``push_proxies``."""
@@ -204,6 +250,11 @@ def install_push_proxy(settings: Settings) -> None:
     )
     changes.append(unit)
     daemon_reload_if_changed(unit)
+    # a hand-made install (taken over): its user was kept above; its files go aside now that
+    # the new release, config and unit are in place, and the one restart below switches over
+    changes.append(
+        set_aside_flat_install(name=f"A hand-made install in {ROOT}, kept aside", root=ROOT)
+    )
     systemd.service(
         name=f"{SERVICE} enabled and running",
         service=SERVICE,

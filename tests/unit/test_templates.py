@@ -283,3 +283,41 @@ def test_the_push_proxy_unit_sets_https_proxy_and_no_proxy_only_when_given() -> 
 def test_render_refuses_a_missing_variable() -> None:
     with pytest.raises(jinja2.UndefinedError):
         render("systemd/mattermost-push-proxy.service.j2", user="u", root="/r", config_file="/c")
+
+
+# --- the push front's API-only locations and allow-lists ------------------------------------------
+
+
+def test_the_push_front_forwards_only_the_push_api_and_version() -> None:
+    server = tls_server(push_front_conf(settings(), tls=True))
+    locations = re.findall(r"^location (?:= )?(\S+) \{$", server, re.M)
+    assert locations == ["/api/v1/send_push", "/api/v1/ack", "/version", "/"]
+    assert "location / {\nreturn 404;\n}" in server
+    assert server.count("proxy_pass http://mattermost_push_proxy;") == 3
+    assert "limit_except POST { deny all; }" in server
+    assert "/metrics" not in server
+
+
+def test_the_push_front_refuses_other_names_and_clients_outside_its_allow_list() -> None:
+    plain = push_front_conf(settings(), tls=True)
+    assert 'if ($host != "push.example.com") {\nreturn 421;\n}' in tls_server(plain)
+    assert "geo " not in plain
+    conf = push_front_conf(
+        settings(push_front_allowed_networks=["10.0.10.0/24", "192.0.2.7"]), tls=True
+    )
+    [geo] = blocks(conf, "geo $mmpush_push_client_allowed")
+    assert geo.splitlines()[1:] == ["default 0;", "10.0.10.0/24 1;", "192.0.2.7/32 1;", "}"]
+    assert "if ($mmpush_push_client_allowed = 0) {\nreturn 403;\n}" in tls_server(conf)
+
+
+def test_metrics_go_through_the_front_only_for_the_allowed_networks() -> None:
+    off = push_front_conf(settings(push_proxy_metrics=True), tls=True)
+    assert "/metrics" not in off, "metrics on but nobody listed: loopback only"
+    conf = push_front_conf(
+        settings(push_proxy_metrics=True, push_proxy_metrics_allowed_networks=["10.9.0.0/16"]),
+        tls=True,
+    )
+    [geo] = blocks(conf, "geo $mmpush_metrics_client_allowed")
+    assert geo.splitlines()[1:] == ["default 0;", "10.9.0.0/16 1;", "}"]
+    metrics = tls_server(conf).split("location = /metrics {", 1)[1].split("location / {")[0]
+    assert metrics.startswith("\nif ($mmpush_metrics_client_allowed = 0) {\nreturn 404;\n}")

@@ -18,12 +18,16 @@ otherwise on the host itself through 127.0.0.1 with openssl/curl and the host's 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import secrets
+import socket
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import testinfra
 
 from mmpush.checks.push import probe_body, push_verdict
 from mmpush.inventory import InventoryHost
@@ -99,6 +103,68 @@ def front(
         address = str(inventory_host.data.get("ssh_hostname") or inventory_host.name)
         return tls.ControlNodeFront(address, eas.push_name, eas.https_port, bundle)
     return tls.OnHostFront(host, eas.push_name, eas.https_port)
+
+
+class FrontFromMattermost(tls.OnHostFront):
+    """HTTPS requests to the push front sent by a Mattermost server (curl there, its trust
+    store), as the front's real clients send them: for a front that only lets them in."""
+
+    def __init__(self, server: Host, server_name: str, name: str, port: int, address: str):
+        self.host, self.name, self.port, self.address = server, name, port, address
+        self.where = (
+            f"from Mattermost server {server_name} to {address}:{port} as {name} "
+            "(its system trust store)"
+        )
+
+    def https(self, method: str, path: str, body: bytes | None = None) -> tls.Reply:
+        options = f"--path-as-is --resolve {q(f'{self.name}:{self.port}:{self.address}')}"
+        options += f" -X {method}"
+        if body is not None:
+            options += " -H 'Content-Type: application/json' --data-binary @-"
+        return self._curl(options, f"https://{self.name}{tls.port_suffix(self.port)}{path}", body)
+
+
+def control_node_source(address: str, port: int) -> str:
+    """The address this control node connects to ``address:port`` from."""
+    with socket.create_connection((address, port), timeout=TIMEOUT) as sock:
+        return str(sock.getsockname()[0])
+
+
+def is_allowed(source: str, networks: tuple[str, ...]) -> bool:
+    """Whether a front with allow-list ``networks`` lets ``source`` in (none: everyone)."""
+    if not networks:
+        return True
+    address = ipaddress.ip_address(source.removeprefix("::ffff:"))
+    return any(address in ipaddress.ip_network(network) for network in networks)
+
+
+@pytest.fixture
+def client(
+    front: PushFront,
+    eas: EasSettings,
+    inventory_host: InventoryHost,
+    inventory: list[InventoryHost],
+    ssh_config_file: Path,
+) -> tls.TlsFront:
+    """Who sends HTTPS requests to the push front: ``front`` when the front lets it in (its
+    allow-list, push_front_allowed_networks), else the inventory's first Mattermost server."""
+    if isinstance(front, tls.ControlNodeFront):
+        source = control_node_source(front.address, eas.https_port)
+    else:
+        source = "127.0.0.1"
+    if is_allowed(source, eas.front_allowed_networks):
+        return front
+    servers = [h for h in inventory if h.in_group("mattermost")]
+    if not servers:
+        pytest.skip(
+            f"{source} is outside push_front_allowed_networks and the inventory has no "
+            "Mattermost server to send requests from"
+        )
+    server = testinfra.get_host(
+        f"ssh://{servers[0].name}", ssh_config=str(ssh_config_file), controlpersist=0
+    )
+    address = str(inventory_host.data.get("ssh_hostname") or inventory_host.name)
+    return FrontFromMattermost(server, servers[0].name, eas.push_name, eas.https_port, address)
 
 
 # --- push_proxies: the service ------------------------------------------------------------
@@ -343,8 +409,8 @@ def test_push_url_refuses_tls_1_1(front: PushFront) -> None:
 
 
 @push_proxies
-def test_push_url_sends_hsts(front: PushFront) -> None:
-    tls.assert_hsts(front)
+def test_push_url_sends_hsts(client: tls.TlsFront) -> None:
+    tls.assert_hsts(client)
 
 
 @push_proxies
@@ -371,7 +437,7 @@ def test_acme_challenges_are_served_on_port_80(front: PushFront, eas: EasSetting
 
 
 @push_proxies
-def test_every_app_types_credentials_are_accepted(front: PushFront, eas: EasSettings) -> None:
+def test_every_app_types_credentials_are_accepted(client: tls.TlsFront, eas: EasSettings) -> None:
     """A probe push per configured app type, with an obviously fake device token (never a
     real device): Apple and Google refuse the token, and how they refuse it shows the push
     proxy's credentials for that type work (mmpush/checks/push.py)."""
@@ -380,22 +446,45 @@ def test_every_app_types_credentials_are_accepted(front: PushFront, eas: EasSett
         pytest.skip("no app is configured (push_proxy_apple / push_proxy_android are empty)")
     verdicts = []
     for app in apps:
-        reply = front.https("POST", "/api/v1/send_push", json.dumps(probe_body(app)).encode())
+        reply = client.https("POST", "/api/v1/send_push", json.dumps(probe_body(app)).encode())
         verdicts.append(push_verdict(app, reply.status, reply.body))
     failed = [v.summary for v in verdicts if not v.accepted]
-    assert not failed, f"probe pushes {front.where}: {'; '.join(failed)}"
+    assert not failed, f"probe pushes {client.where}: {'; '.join(failed)}"
 
 
 @push_proxies
 def test_only_the_push_api_is_served_and_metrics_are_not_public(
-    front: PushFront, eas: EasSettings
+    client: tls.TlsFront, eas: EasSettings
 ) -> None:
     wrong = []
     for method, path, expected in FRONT_REFUSED:
-        status = front.https(method, path).status
+        status = client.https(method, path).status
         if status not in expected:
             wrong.append(f"{method} {path}: HTTP {status}, expected {expected}")
-    assert not wrong, f"requests the push front must refuse {front.where}: {'; '.join(wrong)}"
+    assert not wrong, f"requests the push front must refuse {client.where}: {'; '.join(wrong)}"
+
+
+@push_proxies
+def test_clients_outside_the_allowed_networks_are_refused(
+    front: PushFront, eas: EasSettings, host: Host
+) -> None:
+    networks = eas.front_allowed_networks
+    if not networks:
+        pytest.skip("push_front_allowed_networks is empty: every client may use the front")
+    if isinstance(front, tls.ControlNodeFront):
+        source = control_node_source(front.address, eas.https_port)
+        if is_allowed(source, networks):
+            pytest.skip(f"this control node ({source}) is inside {list(networks)}")
+        status = front.https("GET", "/version").status
+    else:
+        source = "127.0.0.1 on the host"
+        if is_allowed("127.0.0.1", networks):
+            pytest.skip(f"127.0.0.1 is inside {list(networks)}")
+        status = front.https("GET", "/version").status
+    assert status == 403, (
+        f"GET /version from {source}, outside push_front_allowed_networks {list(networks)}: "
+        f"HTTP {status}, expected 403"
+    )
 
 
 # Mattermost servers (in every mode, eas included) are checked by test_modes.py.
