@@ -137,6 +137,31 @@ acme_account_key_file = None
 # third of the lifetime left (certbot's rule). deploys/certs.py is safe to run daily.
 acme_renew_days = None
 
+# --- certificate sources -------------------------------------------------------------------
+# How the TLS certificates of the push front and the outbound proxy are had, per group or host:
+#   "acme-http01": ACME, answered over HTTP on port 80 (the name must be reachable from the CA);
+#   "acme-dns01":  ACME, answered with a TXT record added by an RFC 2136 dynamic update signed
+#                  with TSIG (internal names: nothing needs to reach the host);
+#   "files":       a certificate from your own PKI (renewal stays with you: the deploys warn
+#                  30 days before it expires).
+tls_certificate_source = "acme-http01"
+# acme-dns01: the primary DNS server of the zone, the zone, and the TSIG key allowed to update
+# _acme-challenge TXT records there (the secret: a file on the control node or "env:NAME").
+acme_dns_server = None  # e.g. "ns1.internal.example" or "10.0.0.53:53"
+acme_dns_zone = None  # e.g. "internal.example"
+acme_dns_tsig_key_name = None  # e.g. "acme-update"
+acme_dns_tsig_algorithm = "hmac-sha256"
+acme_dns_tsig_secret = None  # e.g. "env:ACME_TSIG_SECRET"
+# How long to wait for every authoritative server of the zone to answer the record.
+acme_dns_propagation_timeout = 120
+# files: the certificate (it may hold the intermediates), its key, more intermediates, and the
+# roots the hosts' clients trust (None: this control node's system store). Files on the control
+# node; the key is a secret (never printed) and lands 0600.
+tls_certificate_file = None
+tls_certificate_key_file = None
+tls_certificate_chain_file = None
+tls_trust_anchors_file = None
+
 # --- HPNS -------------------------------------------------------------------------------------
 # global | us | eu | ap | legacy (https://push.mattermost.com)
 hpns_region = "global"

@@ -17,6 +17,7 @@ import hashlib
 import os
 import secrets
 import shlex
+from pathlib import PurePosixPath
 from typing import Any
 
 from cryptography import x509
@@ -26,9 +27,16 @@ from pyinfra.api import FunctionCommand, OperationError, StringCommand, operatio
 from pyinfra.facts.files import File
 
 from mmpush import acme
+from mmpush.certs import dns01
 from mmpush.facts import FileBytes, PublicKeySha256
-from mmpush.operations import connector_arguments, prepare_staging, run_checked, upload_private
-from mmpush.settings import AcmeConfig, Settings
+from mmpush.operations import (
+    connector_arguments,
+    prepare_staging,
+    run_checked,
+    upload_command,
+    upload_private,
+)
+from mmpush.settings import AcmeConfig, CertificateFiles, Settings
 from mmpush.transactions import (
     BACKUP_DIR,
     STAGING_DIR,
@@ -113,11 +121,15 @@ def account_key(config: AcmeConfig) -> Any:
 
 @operation()
 def certificate(domain: str, acme_config: AcmeConfig):
-    """Make sure ``domain`` has a valid certificate on the host (see module docs).
-
-    NGINX must already serve ``/.well-known/acme-challenge/`` for ``domain`` from
-    ``ACME_WEBROOT`` on port 80 (the push front's port-80 site does).
+    """Make sure ``domain`` has a valid certificate on the host (see module docs), from the
+    source ``acme_config`` says: ACME HTTP-01 (NGINX must already serve
+    ``/.well-known/acme-challenge/`` for ``domain`` on port 80 from ``ACME_WEBROOT``), ACME
+    DNS-01 (a TXT record through the zone's dynamic updates), or files a site brings.
     """
+    if acme_config.source == "files":
+        assert acme_config.files is not None, "certificate files are checked with the settings"
+        yield from _certificate_from_files(domain, acme_config.files)
+        return
     key_path, chain_path = tls_paths(domain)
     key_info = host.get_fact(File, path=key_path)
     fullchain = host.get_fact(FileBytes, path=chain_path)
@@ -128,11 +140,54 @@ def certificate(domain: str, acme_config: AcmeConfig):
         return
     logger.info(
         f"    [{host.name}] certificate for {domain}: {problem}: issuing from "
-        f"{acme_config.directory_url}"
+        f"{acme_config.directory_url} ({acme_config.source})"
     )
     if not key_info:
         yield bash(new_private_key_script(key_path))
     yield FunctionCommand(_issue, (domain, key_path, chain_path, acme_config), {})
+
+
+def _certificate_from_files(domain: str, files: CertificateFiles):
+    """Install a certificate and key a site brings (checked on the control node with the
+    settings): both in one NGINX transaction, so NGINX never sees one without the other."""
+    key_path, chain_path = tls_paths(domain)
+    current_chain = host.get_fact(FileBytes, path=chain_path)
+    current_key = host.get_fact(PublicKeySha256, path=key_path)
+    wanted_key = public_key_sha256(files.key.content)
+    if current_chain == files.fullchain and current_key == wanted_key:
+        host.noop(f"certificate for {domain} is {files.certificate_file} (until {files.not_after})")
+        return
+    logger.info(
+        f"    [{host.name}] certificate for {domain}: {files.certificate_file} and its key "
+        "(not shown)"
+    )
+    token = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    directory = shlex.quote(str(PurePosixPath(key_path).parent))
+    yield f"{prepare_staging()} && install -d -m 700 {directory}"
+    staged_chain = f"{STAGING_DIR}/cert-{token}"
+    staged_key = f"{STAGING_DIR}/key-{token}"
+    yield upload_command(files.fullchain, staged_chain)
+    yield upload_command(files.key.content, staged_key)
+    changes = [
+        FileChange(chain_path, staged_chain, hashlib.sha256(files.fullchain).hexdigest(), "644"),
+        FileChange(key_path, staged_key, files.key.sha256, "600"),
+    ]
+    yield bash(
+        nginx_transaction_script(changes, f"{BACKUP_DIR}/cert-{token}", start_if_stopped=False)
+    )
+
+
+def public_key_sha256(key_pem: bytes) -> str | None:
+    """sha256 (hex) of the DER public key of a PEM private key, as the PublicKeySha256 fact
+    computes it on a host; None when it does not parse."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return None
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(public).hexdigest()
 
 
 def _issue(
@@ -143,7 +198,7 @@ def _issue(
     """
     try:
         _issue_or_raise(state, host, domain, key_path, chain_path, acme_config)
-    except (acme.AcmeError, OperationError) as error:
+    except (acme.AcmeError, OperationError, dns01.Dns01Error) as error:
         host.log_styled(
             f"certificate for {domain} not renewed: {error}; the previous certificate "
             "(if any) is kept and still served",
@@ -164,6 +219,21 @@ def _issue_or_raise(
         f"-addext subjectAltName=DNS:{domain}",
         "making the certificate request (openssl req)",
     )
+    if acme_config.source == "acme-dns01":
+        issued = _obtain_dns01(acme_config, csr.encode())
+    else:
+        issued = _obtain_http01(state, host, acme_config, csr.encode())
+    install_certificate(state, host, chain_path, issued.fullchain_pem.encode())
+    logger.info(
+        f"    [{host.name}] certificate for {domain} issued, valid until "
+        f"{issued.not_after:%Y-%m-%d}"
+    )
+
+
+def _obtain_http01(
+    state: Any, host: Any, acme_config: AcmeConfig, csr: bytes
+) -> acme.IssuedCertificate:
+    """ACME HTTP-01: the tokens are served from NGINX's ACME webroot on the host."""
 
     def publish(token: str, key_authorization: str) -> None:
         run_checked(
@@ -182,14 +252,38 @@ def _issue_or_raise(
             **connector_arguments(host),
         )
 
-    issued = acme.obtain_certificate(
-        _acme_settings(acme_config), account_key(acme_config), csr.encode(), publish, unpublish
+    return acme.obtain_certificate(
+        _acme_settings(acme_config), account_key(acme_config), csr, publish, unpublish
     )
-    install_certificate(state, host, chain_path, issued.fullchain_pem.encode())
-    logger.info(
-        f"    [{host.name}] certificate for {domain} issued, valid until "
-        f"{issued.not_after:%Y-%m-%d}"
+
+
+def _obtain_dns01(acme_config: AcmeConfig, csr: bytes) -> acme.IssuedCertificate:
+    """ACME DNS-01: the TXT record is added through the zone's dynamic updates (TSIG), every
+    authoritative server is asked until it answers it, and it is removed afterwards, on
+    failure too. Nothing touches the host: only the CSR left it."""
+    dns = acme_config.dns
+    assert dns is not None
+    updater = dns01.DnsUpdater(
+        dns.server,
+        dns.zone,
+        dns.tsig_key_name,
+        dns.tsig_algorithm,
+        dns.tsig_secret.content.decode().strip(),
     )
+    publisher = dns01.Dns01Publisher(updater, timeout=dns.propagation_timeout)
+    try:
+        return acme.obtain_certificate_dns01(
+            _acme_settings(acme_config),
+            account_key(acme_config),
+            csr,
+            publisher.publish,
+            publisher.unpublish,
+        )
+    except acme.ChallengeCleanupError as error:
+        if error.issued is not None:
+            logger.error(f"    {error}: the certificate was issued and is installed")
+            return error.issued
+        raise
 
 
 def install_certificate(state: Any, host: Any, chain_path: str, fullchain: bytes) -> None:

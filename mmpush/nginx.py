@@ -10,7 +10,6 @@ config that fails is rolled back, so NGINX keeps serving what it served before.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -20,7 +19,7 @@ from pyinfra.operations import apt, files
 from mmpush.certificates import ACME_WEBROOT, certificate, tls_paths
 from mmpush.operations import nginx_files
 from mmpush.render import MOZILLA_INTERMEDIATE_CIPHERS, render
-from mmpush.settings import Settings
+from mmpush.settings import AcmeConfig, Settings
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
@@ -55,13 +54,16 @@ def push_front_conf(settings: Settings, tls: bool) -> str:
         allowed_networks=eas.front_allowed_networks,
         metrics=eas.enable_metrics and bool(eas.metrics_allowed_networks),
         metrics_networks=eas.metrics_allowed_networks,
+        http01=settings.acme.source == "acme-http01",
         tls=tls,
     )
 
 
 @deploy("NGINX")
-def install_nginx() -> None:
-    """NGINX from Debian, with the hardened global config and no default site."""
+def install_nginx(port_80: bool = True) -> None:
+    """NGINX from Debian, with the hardened global config and no default site.
+
+    + port_80: NGINX listens on port 80 (ACME HTTP-01 needs it); False keeps it closed."""
     apt.packages(
         name="NGINX and OpenSSL", packages=["nginx", "openssl"], update=True, cache_time=3600
     )
@@ -72,7 +74,7 @@ def install_nginx() -> None:
         files={
             NGINX_CONF: hardened_nginx_conf(),
             DEFAULT_SITE: None,
-            DEFAULT_SERVER_CONF: render("nginx/default-server.conf.j2"),
+            DEFAULT_SERVER_CONF: render("nginx/default-server.conf.j2", port_80=port_80),
         },
     )
 
@@ -83,7 +85,9 @@ def bootstrap_conf_path(domain: str) -> str:
     return f"/etc/nginx/conf.d/mmpush-acme-{domain}.conf"
 
 
-def tls_site(domain: str, conf_path: str, render_conf: Callable[[bool], str], acme: Any) -> None:
+def tls_site(
+    domain: str, conf_path: str, render_conf: Callable[[bool], str], acme: AcmeConfig
+) -> None:
     """A TLS site of ours on NGINX: a port-80 site for ``domain`` (ACME HTTP-01) until it has
     a certificate, then the certificate, then the whole site in ``conf_path``, replacing the
     port-80 one (each step nginx -t gated). Until the certificate exists, whatever
@@ -93,11 +97,12 @@ def tls_site(domain: str, conf_path: str, render_conf: Callable[[bool], str], ac
     """
     _, fullchain = tls_paths(domain)
     bootstrap = bootstrap_conf_path(domain)
-    nginx_files(
-        name=f"Port 80 for {domain} (until it has a certificate)",
-        files={bootstrap: render_conf(False)},
-        skip_if_exists=fullchain,
-    )
+    if acme.source == "acme-http01":
+        nginx_files(
+            name=f"Port 80 for {domain} (until it has a certificate)",
+            files={bootstrap: render_conf(False)},
+            skip_if_exists=fullchain,
+        )
     certificate(name=f"Certificate for {domain}", domain=domain, acme_config=acme)
     # the site replaces its port-80 bootstrap, and any left by a name that never got one
     stale = host.get_fact(FindFiles, path="/etc/nginx/conf.d", fname="mmpush-acme-*.conf") or []

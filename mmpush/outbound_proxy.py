@@ -32,7 +32,11 @@ RESOLVER_VALID = "30s"
 
 
 def outbound_conf(
-    outbound: OutboundProxySettings, resolvers: list[str], trusted_ca: str, tls: bool
+    outbound: OutboundProxySettings,
+    resolvers: list[str],
+    trusted_ca: str,
+    tls: bool,
+    http01: bool = True,
 ) -> str:
     """The proxy's NGINX site (port 80 for ACME always; the TLS proxy once ``tls``)."""
     private_key, fullchain = tls_paths(outbound.name)
@@ -52,6 +56,7 @@ def outbound_conf(
         keepalive=outbound.keepalive,
         fullchain=fullchain,
         private_key=private_key,
+        http01=http01,
         tls=tls,
     )
 
@@ -79,7 +84,8 @@ def install_outbound_proxy(settings: Settings) -> None:
             "has none)",
         )
     trusted_ca = SYSTEM_TRUST_STORE
-    install_nginx()
+    http01 = settings.acme.source == "acme-http01"
+    install_nginx(port_80=http01)
     if outbound.ca_bundle is not None:
         trusted_ca = UPSTREAM_CA_FILE
         files.put(
@@ -93,6 +99,6 @@ def install_outbound_proxy(settings: Settings) -> None:
     tls_site(
         outbound.name,
         OUTBOUND_CONF,
-        lambda tls: outbound_conf(outbound, resolvers, trusted_ca, tls),
+        lambda tls: outbound_conf(outbound, resolvers, trusted_ca, tls, http01),
         settings.acme,
     )

@@ -33,7 +33,7 @@ import os
 import re
 import string
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,17 @@ KNOWN_KEYS = frozenset(
         "acme_ca_bundle",
         "acme_account_key_file",
         "acme_renew_days",
+        "tls_certificate_source",
+        "acme_dns_server",
+        "acme_dns_zone",
+        "acme_dns_tsig_key_name",
+        "acme_dns_tsig_algorithm",
+        "acme_dns_tsig_secret",
+        "acme_dns_propagation_timeout",
+        "tls_certificate_file",
+        "tls_certificate_key_file",
+        "tls_certificate_chain_file",
+        "tls_trust_anchors_file",
         # HPNS
         "hpns_region",
         "hpns_use_outbound_proxy",
@@ -256,6 +267,33 @@ class AcmeConfig:
     #: Also renew when fewer than this many days are left (None: the CA's ARI window or a
     #: third of the lifetime, like certbot).
     renew_days: int | None = None
+    #: How the certificate is had: "acme-http01", "acme-dns01" or "files".
+    source: str = "acme-http01"
+    dns: DnsChallengeConfig | None = None
+    files: CertificateFiles | None = None
+
+
+@dataclass(frozen=True)
+class DnsChallengeConfig:
+    """ACME DNS-01 through RFC 2136 dynamic updates signed with TSIG (internal names)."""
+
+    server: str
+    zone: str
+    tsig_key_name: str
+    tsig_algorithm: str
+    tsig_secret: Secret
+    propagation_timeout: int = 120
+
+
+@dataclass(frozen=True)
+class CertificateFiles:
+    """A certificate a site brings from its own PKI, checked on the control node: the full
+    chain as NGINX serves it (leaf first, root left out) and the key."""
+
+    certificate_file: str
+    fullchain: bytes = field(repr=False)
+    key: Secret
+    not_after: str
 
 
 def release_arch(machine: str) -> str:
@@ -435,6 +473,8 @@ class CertificateSettings:
     acme: AcmeConfig
     #: The TLS names whose certificates this project manages on the host.
     names: tuple[str, ...]
+    #: e.g. certificate files expiring within 30 days, naming the file.
+    warnings: tuple[str, ...] = ()
 
 
 # --- readers: one per kind of value, each raising SettingsError ---------------------------
@@ -487,6 +527,16 @@ class _Reader:
                 key, value, "a port other than 80 (NGINX serves ACME HTTP-01 challenges there)"
             )
         return value
+
+    def dns_name_or_label(self, key: str) -> str:
+        """A TSIG key name: one label (``acme-update``) or a DNS name (``acme.example.``)."""
+        value = self.raw(key)
+        name = value.rstrip(".") if isinstance(value, str) else value
+        if not isinstance(name, str) or not all(
+            _ANY_CASE_LABEL.fullmatch(label) for label in name.split(".")
+        ):
+            raise self.error(key, value, "a DNS name or label, e.g. acme-update")
+        return name
 
     def dns_name(self, key: str, default: str | None = None) -> str:
         value = self.raw(key, default)
@@ -1139,7 +1189,53 @@ def _acme(read: _Reader) -> AcmeConfig:
     renew_days = None
     if read.raw("acme_renew_days") is not None:
         renew_days = read.integer("acme_renew_days", 30, 1, 365)
-    return AcmeConfig(directory, email, ca_bundle, key_file, renew_days)
+    source = read.choice(
+        "tls_certificate_source", ("acme-http01", "acme-dns01", "files"), "acme-http01"
+    )
+    dns = _dns_challenge(read) if source == "acme-dns01" else None
+    return AcmeConfig(directory, email, ca_bundle, key_file, renew_days, source, dns)
+
+
+TSIG_ALGORITHMS = (
+    "hmac-sha256",
+    "hmac-sha384",
+    "hmac-sha512",
+    "hmac-sha224",
+    "hmac-sha1",
+    "hmac-md5",
+)
+
+
+def _dns_challenge(read: _Reader) -> DnsChallengeConfig:
+    server = read.raw("acme_dns_server")
+    host_part, port_part = _split_host_port(str(server)) if isinstance(server, str) else ("", None)
+    if (
+        not isinstance(server, str)
+        or not (_is_ip(host_part) or _is_host_name(host_part))
+        or (port_part is not None and _port_number(port_part) is None)
+    ):
+        raise read.error(
+            "acme_dns_server",
+            server,
+            "the DNS server that takes the zone's dynamic updates (its primary): a name or an "
+            "address, optionally with :port, e.g. ns1.example.com or [2001:db8::53]:53",
+        )
+    secret_value = read.raw("acme_dns_tsig_secret")
+    if not secret_value:
+        raise read.error(
+            "acme_dns_tsig_secret",
+            secret_value,
+            "the TSIG key's secret (base64, as tsig-keygen prints it): a file on the control "
+            "node or env:NAME",
+        )
+    return DnsChallengeConfig(
+        server=server,
+        zone=read.dns_name("acme_dns_zone"),
+        tsig_key_name=read.dns_name_or_label("acme_dns_tsig_key_name"),
+        tsig_algorithm=read.choice("acme_dns_tsig_algorithm", TSIG_ALGORITHMS, "hmac-sha256"),
+        tsig_secret=read.secret("acme_dns_tsig_secret", secret_value),
+        propagation_timeout=read.integer("acme_dns_propagation_timeout", 120, 5, 3600),
+    )
 
 
 def is_unit_name(value: object) -> bool:
@@ -1368,13 +1464,14 @@ def settings_from_data(
     outbound = None
     if push_mode == "hpns" and "outbound_proxies" in groups:
         outbound = _outbound(read, hpns_region)
+    names = [n for n in (eas.push_name if eas else None, outbound.name if outbound else None) if n]
     return Settings(
         host=name,
         groups=groups,
         push_mode=push_mode,
         mattermost=mattermost,
         eas=eas,
-        acme=_acme(read),
+        acme=_acme_for(read, names),
         hpns_region=hpns_region,
         push_name=read.dns_name("push_name") if uses_push_name else None,
         push_https_port=_https_port(read),
@@ -1441,7 +1538,67 @@ def certificate_settings_from_data(
         names.append(read.dns_name("push_name"))
     if push_mode == "hpns" and "outbound_proxies" in groups:
         names.append(read.dns_name("outbound_proxy_name"))
-    return CertificateSettings(host=name, acme=_acme(read), names=tuple(names))
+    acme = _acme_for(read, names)
+    return CertificateSettings(
+        host=name, acme=acme, names=tuple(names), warnings=tuple(read.warnings)
+    )
+
+
+def _acme_for(read: _Reader, names: list[str]) -> AcmeConfig:
+    """The ACME settings, with the certificate source checked for the names the host serves:
+    a DNS-01 zone that holds them, or certificate files that are good for them."""
+    acme = _acme(read)
+    if acme.dns is not None:
+        for domain in names:
+            if not (domain == acme.dns.zone or domain.endswith("." + acme.dns.zone)):
+                raise read.error(
+                    "acme_dns_zone",
+                    acme.dns.zone,
+                    f"the DNS zone that holds {domain} (its DNS-01 record "
+                    f"_acme-challenge.{domain} is added there)",
+                )
+    if acme.source == "files" and names:
+        if len(names) > 1:
+            raise read.error(
+                "tls_certificate_source", "files", "one TLS name per host with certificate files"
+            )
+        return replace(acme, files=_certificate_files(read, names[0]))
+    return acme
+
+
+def _certificate_files(read: _Reader, domain: str) -> CertificateFiles:
+    """The files a site brings, checked as the hosts' clients would check them (key matches,
+    chain complete up to a trusted root, name, dates), before any host changes."""
+    from mmpush.certs.files import check_certificate_files
+
+    paths = {}
+    for key in ("tls_certificate_file", "tls_certificate_key_file"):
+        paths[key] = read.local_file(key, read.raw(key))
+    optional = {}
+    for key in ("tls_certificate_chain_file", "tls_trust_anchors_file"):
+        value = read.raw(key)
+        optional[key] = read.local_file(key, value) if value else None
+    check = check_certificate_files(
+        domain,
+        paths["tls_certificate_file"],
+        paths["tls_certificate_key_file"],
+        optional["tls_certificate_chain_file"],
+        optional["tls_trust_anchors_file"],
+    )
+    if check.errors:
+        raise read.error(
+            "tls_certificate_file",
+            str(paths["tls_certificate_file"]),
+            "; ".join(check.errors),
+        )
+    read.warnings.extend(f"tls_certificate_file: {warning}" for warning in check.warnings)
+    key = read.secret("tls_certificate_key_file", str(paths["tls_certificate_key_file"]))
+    return CertificateFiles(
+        certificate_file=str(paths["tls_certificate_file"]),
+        fullchain=check.fullchain_pem.encode(),
+        key=key,
+        not_after=f"{check.not_after:%Y-%m-%d}" if check.not_after else "",
+    )
 
 
 def load_certificate_settings(host: Any) -> CertificateSettings:
