@@ -57,23 +57,39 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def new_ca(common_name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A small EC P-256 CA that signs server certificates only (the lab's, the tests').
+def new_ca(
+    common_name: str,
+    days: int,
+    issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A small EC P-256 CA that signs server certificates only (the lab's, the tests'):
+    a root, or with ``issuer`` (key, certificate) an intermediate signed by it.
 
     ca_key, ca_cert = new_ca("mmpush lab CA", days=30)
+    sub_key, sub_cert = new_ca("mmpush lab intermediate", days=30, issuer=(ca_key, ca_cert))
     """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    signing_key, issuer_name = (issuer[0], issuer[1].subject) if issuer else (key, name)
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+    )
+    if issuer:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[0].public_key()),
+            critical=False,
+        )
+    cert = (
+        builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=0 if issuer else 1), critical=True
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -89,9 +105,31 @@ def new_ca(common_name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x50
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(signing_key, hashes.SHA256())
     )
     return key, cert
+
+
+def make_files_pki(directory: Path, name: str) -> dict[str, str]:
+    """A site's own PKI, for the ``files`` certificate source: a root, an intermediate, and a
+    leaf for ``name`` (paths: root, certificate, chain, key). The root goes into the lab's CA
+    bundle, so the hosts and the verify suite trust it, as a site's clients trust its root."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = new_ca("mmpush lab site root", days=365)
+    intermediate = new_ca("mmpush lab site intermediate", days=200, issuer=root)
+    key, leaf = new_server_certificate(intermediate[0], intermediate[1], [name])
+    pem = serialization.Encoding.PEM
+    files = {
+        "root": directory / "site-root.pem",
+        "certificate": directory / f"{name}.crt",
+        "chain": directory / "site-intermediate.pem",
+        "key": directory / f"{name}.key",
+    }
+    files["root"].write_bytes(root[1].public_bytes(pem))
+    files["certificate"].write_bytes(leaf.public_bytes(pem))
+    files["chain"].write_bytes(intermediate[1].public_bytes(pem))
+    _write_private(files["key"], _pem_key(key))
+    return {kind: str(path) for kind, path in files.items()}
 
 
 def new_server_certificate(
@@ -179,9 +217,10 @@ def lab_ssl_context(paths: LabPaths) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(paths.ca_dir / "lab-ca.pem"))
 
 
-def start_pebble(paths: LabPaths) -> dict[str, int]:
-    """Start pebble-challtestsrv (the lab DNS) and Pebble; wait until the ACME directory
-    answers. Returns the PIDs by process name."""
+def start_pebble(paths: LabPaths, dns_server: str = f"127.0.0.1:{LAB_DNS_PORT}") -> dict[str, int]:
+    """Start pebble-challtestsrv (the lab DNS for lab names) and Pebble, which asks
+    ``dns_server`` (the lab's authoritative DNS for internal zones, forwarding other names to
+    challtestsrv); wait until the ACME directory answers. Returns the PIDs by process name."""
     config_file = paths.ca_dir / "pebble.json"
     config_file.write_text(json.dumps(pebble_config(paths), indent=2))
     dns = f"127.0.0.1:{LAB_DNS_PORT},{GATEWAY_IP}:{LAB_DNS_PORT}"
@@ -208,7 +247,7 @@ def start_pebble(paths: LabPaths) -> dict[str, int]:
         ),
     }
     pids["pebble"] = _spawn(
-        ["pebble", "-config", str(config_file), "-dnsserver", f"127.0.0.1:{LAB_DNS_PORT}"],
+        ["pebble", "-config", str(config_file), "-dnsserver", dns_server],
         paths.logs_dir / "pebble.log",
         env={"PEBBLE_VA_NOSLEEP": "1"},
     )
@@ -222,8 +261,9 @@ def start_pebble(paths: LabPaths) -> dict[str, int]:
     return pids
 
 
-def write_ca_bundle(paths: LabPaths) -> Path:
-    """Export the bundle clients trust: the lab CA (Pebble's listener) + Pebble's issuing root."""
+def write_ca_bundle(paths: LabPaths, extra_roots: Sequence[Path] = ()) -> Path:
+    """Export the bundle clients trust: the lab CA (Pebble's listener), Pebble's issuing root,
+    and ``extra_roots`` (the site PKI's root, for the ``files`` source)."""
     context = lab_ssl_context(paths)
     with urllib.request.urlopen(f"{PEBBLE_MANAGEMENT_URL}/roots/0", context=context) as reply:
         pebble_root = reply.read().decode()
@@ -231,7 +271,8 @@ def write_ca_bundle(paths: LabPaths) -> Path:
         raise LabError("Pebble's /roots/0 did not return a certificate")
     (paths.ca_dir / "pebble-root.pem").write_text(pebble_root)
     lab_ca = (paths.ca_dir / "lab-ca.pem").read_text()
-    paths.ca_bundle.write_text(lab_ca + pebble_root)
+    extra = "".join(root.read_text() for root in extra_roots)
+    paths.ca_bundle.write_text(lab_ca + pebble_root + extra)
     return paths.ca_bundle
 
 

@@ -18,9 +18,15 @@ from pathlib import Path
 from types import ModuleType
 
 from mmpush.lab.layout import (
+    GATEWAY_IP,
+    INTERNAL_ZONE,
     LAB_CLUSTER_NAME,
     LAB_DATABASE,
     LAB_DATABASE_USER,
+    LAB_DNS_PORT,
+    LAGGING_SERVER_IP,
+    LAGGING_ZONE,
+    TSIG_KEY_NAME,
     LabHost,
 )
 
@@ -128,10 +134,89 @@ def emulator_files(host: LabHost, database_password: str = "") -> dict[str, tupl
     return files
 
 
+def zone_file(
+    zone: str, records: dict[str, str], extra_ns: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """A small zone: SOA, ns1 as its name server (plus ``extra_ns``: (name, address)), and A
+    records ``{label: address}``."""
+    lines = [
+        "$TTL 60",
+        f"@ IN SOA ns1.{INTERNAL_ZONE}. hostmaster.{zone}. ( 1 60 60 600 60 )",
+        f"@ IN NS ns1.{INTERNAL_ZONE}.",
+    ]
+    for name, address in extra_ns:
+        lines += [f"@ IN NS {name}.{zone}.", f"{name} IN A {address}"]
+    lines += [f"{label} IN A {address}" for label, address in records.items()]
+    return "\n".join(lines) + "\n"
+
+
+def bind_files(
+    host: LabHost, tsig_secret: str, hosts: tuple[LabHost, ...]
+) -> dict[str, tuple[bytes, int]]:
+    """BIND on the lab's DNS host: authoritative for the internal zones, taking updates of
+    _acme-challenge TXT records signed with the lab's TSIG key (the `update-policy` a site
+    needs), forwarding every other name to the lab DNS (pebble-challtestsrv)."""
+    addresses = {h.name: h.ip for h in hosts}
+    internal = {"ns1": host.ip, "outbound": addresses["proxy1"], "push": addresses["push1"]}
+    grants = "\n".join(
+        f"        grant {TSIG_KEY_NAME}. name _acme-challenge.{label}.{zone}. TXT;"
+        for zone in (INTERNAL_ZONE, LAGGING_ZONE)
+        for label in ("outbound", "push")
+    )
+    local = f"""key "{TSIG_KEY_NAME}" {{
+    algorithm hmac-sha256;
+    secret "{tsig_secret}";
+}};
+"""
+    for zone in (INTERNAL_ZONE, LAGGING_ZONE):
+        local += f"""zone "{zone}" {{
+    type primary;
+    file "/var/lib/bind/db.{zone}";
+    update-policy {{
+{grants}
+    }};
+}};
+"""
+    options = f"""options {{
+    directory "/var/cache/bind";
+    listen-on {{ any; }};
+    listen-on-v6 {{ none; }};
+    allow-query {{ any; }};
+    recursion yes;
+    allow-recursion {{ {host.ip.rsplit(".", 1)[0]}.0/24; 127.0.0.1; }};
+    forward only;
+    forwarders {{ {GATEWAY_IP} port {LAB_DNS_PORT}; }};
+    dnssec-validation no;
+}};
+"""
+    return {
+        "/etc/bind/named.conf.options": (options.encode(), 0o644),
+        "/etc/bind/named.conf.local": (local.encode(), 0o600),
+        f"/var/lib/bind/db.{INTERNAL_ZONE}": (zone_file(INTERNAL_ZONE, internal).encode(), 0o644),
+        f"/var/lib/bind/db.{LAGGING_ZONE}": (
+            zone_file(
+                LAGGING_ZONE,
+                {"outbound": addresses["proxy1"]},
+                extra_ns=(("ns2", LAGGING_SERVER_IP),),
+            ).encode(),
+            0o644,
+        ),
+    }
+
+
 def post_boot_script(host: LabHost, database_password: str = "", subnet: str = "") -> str:
     """Shell run once on ``host`` after boot: trust the lab CA, then start its emulators (the
     database host first: the database-configured servers need it)."""
     lines = ["set -e", "update-ca-certificates >/dev/null"]
+    if "bind" in host.emulators:
+        lines += [
+            "chgrp bind /etc/bind/named.conf.local && chmod 640 /etc/bind/named.conf.local",
+            "chown bind:bind /var/lib/bind/db.*",
+            "named-checkconf -z >/dev/null",
+            "systemctl enable --now named.service",
+            "for i in $(seq 100); do dig +short +time=1 @127.0.0.1 ns1.internal.test A "
+            "| grep -q . && break; sleep 0.2; done",
+        ]
     if "postgresql" in host.emulators:
         conf = "/etc/postgresql/15/main"
         lines += [

@@ -40,7 +40,16 @@ def host_data(state: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
         "ssh_strict_host_key_checking": "yes",
         "lab_fqdns": entry["fqdns"],
         **lab_settings(state),
+        **group_settings(state, entry["groups"]),
     }
+
+
+def group_settings(state: dict[str, Any], groups: list[str]) -> dict[str, Any]:
+    """Settings a site would put in one group's data: the outbound proxy's name is internal
+    (internal.test), so its certificate comes through ACME DNS-01 (port 80 stays closed)."""
+    if "outbound_proxies" in groups:
+        return {"tls_certificate_source": "acme-dns01"}
+    return {}
 
 
 def lab_settings(state: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +78,12 @@ def lab_settings(state: dict[str, Any]) -> dict[str, Any]:
         "push_proxy_android": [
             {"type": "android_rn", "service_account_file": fixtures["fcm_service_account"]}
         ],
-        "outbound_proxy_name": "outbound.lab.test",
+        "outbound_proxy_name": "outbound.internal.test",
+        # ACME DNS-01 for internal names: the lab's BIND (ns1) takes the TSIG-signed updates
+        "acme_dns_server": state["dns"]["server"],
+        "acme_dns_zone": state["dns"]["zone"],
+        "acme_dns_tsig_key_name": state["dns"]["tsig_key_name"],
+        "acme_dns_tsig_secret": state["dns"]["tsig_secret_file"],
         # the lab DNS (pebble-challtestsrv): tests change its records to move the upstream
         "outbound_proxy_resolvers": [state["acme"]["dns_server"]],
         "outbound_proxy_allowed_networks": [state["network"]["subnet"]],

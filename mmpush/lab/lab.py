@@ -10,6 +10,7 @@ what an interrupted ``up`` left behind; ``down`` also sweeps by name for stale l
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import json
@@ -34,11 +35,14 @@ from mmpush.lab.layout import (
     DEPLOY_USER,
     GATEWAY_IP,
     HOST_PACKAGES,
+    INTERNAL_ZONE,
     LAB_DNS_MANAGEMENT_PORT,
     LAB_DNS_PORT,
     LAB_HOSTS,
+    LAGGING_ZONE,
     NFT_TABLE,
     SUBNET,
+    TSIG_KEY_NAME,
     LabHost,
     LabPaths,
     lab_host,
@@ -190,19 +194,33 @@ def _bring_up(
             network.create_host_network(host)
         network.install_nat([ip for ips in registry.values() for ip in ips], paths)
 
+    with step("Packaging the push proxy release, throwaway credentials and a site PKI"):
+        state["fixtures"] = emulators.make_lab_fixtures(paths.fixtures_dir)
+        state["fixtures"]["pki"] = ca.make_files_pki(paths.fixtures_dir / "pki", "push.lab.test")
+        push_registry = emulators.push_services_registry(state["fixtures"])
+        # the TSIG key that may add _acme-challenge records in the internal zones (ns1)
+        tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        tsig_file = paths.fixtures_dir / "tsig.secret"
+        containers.write_file(tsig_file, tsig_secret + "\n", 0o600)
+        dns_host = next(h for h in hosts if "bind" in h.emulators)
+        state["dns"] = {
+            "server": dns_host.ip,
+            "zone": INTERNAL_ZONE,
+            "lagging_zone": LAGGING_ZONE,
+            "tsig_key_name": TSIG_KEY_NAME,
+            "tsig_secret_file": str(tsig_file),
+        }
+        write_state(paths, state)
+
     with step("Starting Pebble (ACME CA) and the lab DNS"):
         ca.make_lab_ca(paths)
-        state["processes"] = ca.start_pebble(paths)
+        state["processes"] = ca.start_pebble(paths, dns_server=f"{dns_host.ip}:53")
         write_state(paths, state)
-        bundle = ca.write_ca_bundle(paths).read_bytes()
+        pki_root = Path(state["fixtures"]["pki"]["root"])
+        bundle = ca.write_ca_bundle(paths, extra_roots=[pki_root]).read_bytes()
         for host in hosts:
             for name in host.fqdns:
                 ca.add_dns_record(name, host.ip)
-
-    with step("Packaging the push proxy release and throwaway APNs/FCM credentials"):
-        state["fixtures"] = emulators.make_lab_fixtures(paths.fixtures_dir)
-        push_registry = emulators.push_services_registry(state["fixtures"])
-        write_state(paths, state)
 
     # the cluster's database password: in the database host's SQL and the servers' 0600
     # EnvironmentFile only (never on a command line, never in the state file)
@@ -218,6 +236,8 @@ def _bring_up(
             if "push-services" in host.emulators:
                 registry_path = f"{emulators.PUSH_SERVICES_DATA_DIR}/registry.json"
                 files[registry_path] = (push_registry, 0o644)
+            if "bind" in host.emulators:
+                files.update(emulators.bind_files(host, tsig_secret, hosts))
             host_keys[host.name] = containers.prepare_host(
                 paths, host, rootfs_path, client_key, registry, files, hosts
             )
@@ -236,7 +256,7 @@ def _bring_up(
         containers.ssh(paths, host, "bash -s", input=script)
 
     with step("Installing the lab CA and the emulators on the hosts"):
-        first = [h for h in hosts if "postgresql" in h.emulators]
+        first = [h for h in hosts if {"postgresql", "bind"} & set(h.emulators)]
         for host in first:
             post_boot(host)
         with ThreadPoolExecutor(min(len(hosts), 16)) as pool:

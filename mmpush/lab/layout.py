@@ -32,6 +32,8 @@ LAB_DNS_MANAGEMENT_PORT = 8055
 #: The Debian release the lab hosts run and what the cached rootfs contains.
 SUITE = "bookworm"
 ROOTFS_PACKAGES = (
+    "bind9",
+    "bind9-dnsutils",
     "ca-certificates",
     "curl",
     "dbus",
@@ -116,7 +118,13 @@ class LabHost:
 BASE_HOSTS: tuple[LabHost, ...] = (
     LabHost("mm1", f"{SUBNET_PREFIX}.11", ("mm.lab.test",), ("mattermost",), ("mattermost",)),
     LabHost("push1", f"{SUBNET_PREFIX}.12", ("push.lab.test",), ("push_proxies",)),
-    LabHost("proxy1", f"{SUBNET_PREFIX}.13", ("outbound.lab.test",), ("outbound_proxies",)),
+    # its name is internal (internal.test): a certificate through ACME DNS-01 only
+    LabHost(
+        "proxy1",
+        f"{SUBNET_PREFIX}.13",
+        ("outbound.internal.test", "outbound.lab.test"),
+        ("outbound_proxies",),
+    ),
     LabHost("upstream1", f"{SUBNET_PREFIX}.14", HOSTED_PUSH_NAMES, ("lab_upstreams",), ("hpns",)),
     # A second stand-in with the same certificate: tests point the hosted names at it in the
     # lab DNS to see the outbound proxy follow an address change.
@@ -144,7 +152,17 @@ BASE_HOSTS: tuple[LabHost, ...] = (
         ("mattermost", "mattermost-db"),
     ),
     LabHost("db1", f"{SUBNET_PREFIX}.18", ("db.lab.test",), ("lab_databases",), ("postgresql",)),
+    # The authoritative DNS of the internal zones (BIND), taking TSIG-signed updates; Pebble
+    # asks it, and it forwards every other name to the lab DNS (pebble-challtestsrv).
+    LabHost("ns1", f"{SUBNET_PREFIX}.20", ("ns1.internal.test",), ("lab_dns",), ("bind",)),
 )
+
+#: Internal zones on ns1: internal.test holds the outbound proxy's name; lag.test also names a
+#: second authoritative server that never answers (a propagation timeout to test).
+INTERNAL_ZONE = "internal.test"
+LAGGING_ZONE = "lag.test"
+LAGGING_SERVER_IP = f"{SUBNET_PREFIX}.251"
+TSIG_KEY_NAME = "acme-update"
 
 #: The lab database for the cluster's configuration (the password is made at `up`).
 LAB_DATABASE = "mattermost"

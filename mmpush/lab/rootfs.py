@@ -34,8 +34,8 @@ PasswordAuthentication no
 PermitRootLogin no
 UseDNS no
 END
-# PostgreSQL runs on the lab's database host only (it enables it after boot)
-chroot "$1" systemctl disable postgresql.service
+# PostgreSQL and BIND run on the lab's database and DNS hosts only (enabled after boot)
+chroot "$1" systemctl disable postgresql.service named.service
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
   ln -sf /dev/null "$1/etc/systemd/system/$unit"
 done

@@ -33,7 +33,7 @@ SOCKET = "/var/tmp/mattermost_local.socket"
 CLUSTER = ("mm2", "mm3")
 MODES = [
     ("deploys/eas.py", (), "https://push.lab.test"),
-    ("deploys/hpns.py", ("push_mode=hpns",), "https://outbound.lab.test:8000"),
+    ("deploys/hpns.py", ("push_mode=hpns",), "https://outbound.internal.test:8000"),
     ("deploys/tpns.py", ("push_mode=tpns",), "https://push-test.mattermost.com"),
     ("deploys/off.py", ("push_mode=off",), ""),
 ]

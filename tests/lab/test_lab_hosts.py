@@ -119,11 +119,16 @@ def test_status_json_is_the_documented_object(lab: dict[str, Any]) -> None:
         assert key in lab
     assert lab["phase"] == "up" and lab["running"] is True
     assert lab["acme"]["directory_url"].endswith("/dir")
-    assert Path(lab["acme"]["ca_bundle"]).read_text().count("BEGIN CERTIFICATE") == 2
+    # the lab CA (Pebble's listener), Pebble's issuing root, the site PKI's root (files)
+    assert Path(lab["acme"]["ca_bundle"]).read_text().count("BEGIN CERTIFICATE") == 3
     for entry in lab["hosts"]:
         assert {"name", "ip", "fqdns", "groups", "running"} <= set(entry)
     assert {h["name"] for h in lab["hosts"]} == {
         "mm1",
+        "mm2",
+        "mm3",
+        "db1",
+        "ns1",
         "push1",
         "proxy1",
         "upstream1",

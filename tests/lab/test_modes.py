@@ -29,7 +29,7 @@ pytestmark = pytest.mark.lab
 
 CONFIG = "/opt/mattermost/config/config.json"
 RECORDS = "/var/lib/hpns-emulator/received.jsonl"
-PROXY_URL = "https://outbound.lab.test:8000"
+PROXY_URL = "https://outbound.internal.test:8000"
 HPNS_NAME = "global.push.mattermost.com"
 HPNS = ("push_mode=hpns",)
 DIRECT = ("push_mode=hpns", "hpns_use_outbound_proxy=false")
@@ -188,8 +188,8 @@ def test_an_upstream_with_an_untrusted_certificate_gets_nothing(
 def test_an_upstream_with_a_trusted_certificate_for_another_name_gets_nothing(
     modes_lab: dict[str, Any], on: SshRunner, upstream1_certificate_restored: None
 ) -> None:
-    # a real certificate from the lab's CA, but for outbound.lab.test (from proxy1)
-    tls = "/etc/mmpush/tls/outbound.lab.test"
+    # a real certificate from the lab CA, but for outbound.internal.test (from proxy1)
+    tls = "/etc/mmpush/tls/outbound.internal.test"
     fullchain = on("proxy1", f"cat {tls}/fullchain.pem").stdout
     key = on("proxy1", f"cat {tls}/privkey.pem").stdout
     _install_upstream1_certificate(on, fullchain, key)
