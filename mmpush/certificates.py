@@ -22,8 +22,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from pyinfra import host, logger
+from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.files import File
 
 from mmpush import acme
@@ -54,6 +55,24 @@ CHALLENGE_DIR = f"{ACME_WEBROOT}/.well-known/acme-challenge"
 def tls_paths(domain: str) -> tuple[str, str]:
     """(private key, full chain) paths for ``domain`` on the host."""
     return f"{TLS_DIR}/{domain}/privkey.pem", f"{TLS_DIR}/{domain}/fullchain.pem"
+
+
+def source_path(domain: str) -> str:
+    """Where the host records how its certificate for ``domain`` was had (not secret)."""
+    return f"{TLS_DIR}/{domain}/source"
+
+
+def source_marker(acme_config: AcmeConfig) -> str:
+    """What the certificate's source file says: ``acme https://.../directory`` or ``files``.
+    A certificate from another source (a site moving from its PKI to Let's Encrypt, or from
+    Let's Encrypt's staging to production) is replaced, whatever its dates."""
+    if acme_config.source == "files":
+        return "files"
+    return f"acme {acme_config.directory_url}"
+
+
+class CertificateSourceError(PyinfraError):
+    """The certificate source cannot work (checked while preparing: nothing has changed)."""
 
 
 def certificate_problem(
@@ -134,10 +153,16 @@ def certificate(domain: str, acme_config: AcmeConfig):
     key_info = host.get_fact(File, path=key_path)
     fullchain = host.get_fact(FileBytes, path=chain_path)
     key_sha = host.get_fact(PublicKeySha256, path=key_path) if key_info else None
+    recorded = host.get_fact(FileBytes, path=source_path(domain))
     problem = certificate_problem(domain, fullchain, key_sha, acme_config)
+    came_from = recorded.decode().strip() if recorded is not None else None
+    if problem is None and came_from is not None and came_from != source_marker(acme_config):
+        problem = f"the installed certificate came from {came_from}"
     if problem is None:
         host.noop(f"certificate for {domain} is valid and not due for renewal")
         return
+    if acme_config.source == "acme-dns01" and not state.is_executing:
+        check_dns01_access(domain, acme_config)
     logger.info(
         f"    [{host.name}] certificate for {domain}: {problem}: issuing from "
         f"{acme_config.directory_url} ({acme_config.source})"
@@ -147,6 +172,36 @@ def certificate(domain: str, acme_config: AcmeConfig):
     yield FunctionCommand(_issue, (domain, key_path, chain_path, acme_config), {})
 
 
+def check_dns01_access(domain: str, acme_config: AcmeConfig) -> None:
+    """Before any host changes: the TSIG key may add and remove the challenge record, the zone
+    exists on the server, and every authoritative server answers it within the timeout
+    (a probe record, removed at once); otherwise stop the run naming host, setting, server."""
+    dns = acme_config.dns
+    assert dns is not None
+    try:
+        updater = _updater(acme_config)
+        dns01.probe_update_access(updater, domain, timeout=dns.propagation_timeout)
+    except dns01.Dns01Error as error:
+        raise CertificateSourceError(
+            f"host {host.name}: tls_certificate_source = 'acme-dns01' (acme_dns_server "
+            f"{dns.server}, acme_dns_zone {dns.zone}, acme_dns_tsig_key_name "
+            f"{dns.tsig_key_name}) cannot get a certificate for {domain}: {error}; nothing was "
+            "changed on any host"
+        ) from None
+
+
+def _updater(acme_config: AcmeConfig) -> dns01.DnsUpdater:
+    dns = acme_config.dns
+    assert dns is not None
+    return dns01.DnsUpdater(
+        dns.server,
+        dns.zone,
+        dns.tsig_key_name,
+        dns.tsig_algorithm,
+        dns.tsig_secret.content.decode().strip(),
+    )
+
+
 def _certificate_from_files(domain: str, files: CertificateFiles):
     """Install a certificate and key a site brings (checked on the control node with the
     settings): both in one NGINX transaction, so NGINX never sees one without the other."""
@@ -154,7 +209,13 @@ def _certificate_from_files(domain: str, files: CertificateFiles):
     current_chain = host.get_fact(FileBytes, path=chain_path)
     current_key = host.get_fact(PublicKeySha256, path=key_path)
     wanted_key = public_key_sha256(files.key.content)
-    if current_chain == files.fullchain and current_key == wanted_key:
+    recorded = host.get_fact(FileBytes, path=source_path(domain))
+    if (
+        current_chain == files.fullchain
+        and current_key == wanted_key
+        and recorded is not None
+        and recorded.decode().strip() == "files"
+    ):
         host.noop(f"certificate for {domain} is {files.certificate_file} (until {files.not_after})")
         return
     logger.info(
@@ -175,6 +236,7 @@ def _certificate_from_files(domain: str, files: CertificateFiles):
     yield bash(
         nginx_transaction_script(changes, f"{BACKUP_DIR}/cert-{token}", start_if_stopped=False)
     )
+    yield record_source_command(domain, "files")
 
 
 def public_key_sha256(key_pem: bytes) -> str | None:
@@ -224,6 +286,7 @@ def _issue_or_raise(
     else:
         issued = _obtain_http01(state, host, acme_config, csr.encode())
     install_certificate(state, host, chain_path, issued.fullchain_pem.encode())
+    record_source(state, host, domain, source_marker(acme_config))
     logger.info(
         f"    [{host.name}] certificate for {domain} issued, valid until "
         f"{issued.not_after:%Y-%m-%d}"
@@ -263,14 +326,7 @@ def _obtain_dns01(acme_config: AcmeConfig, csr: bytes) -> acme.IssuedCertificate
     failure too. Nothing touches the host: only the CSR left it."""
     dns = acme_config.dns
     assert dns is not None
-    updater = dns01.DnsUpdater(
-        dns.server,
-        dns.zone,
-        dns.tsig_key_name,
-        dns.tsig_algorithm,
-        dns.tsig_secret.content.decode().strip(),
-    )
-    publisher = dns01.Dns01Publisher(updater, timeout=dns.propagation_timeout)
+    publisher = dns01.Dns01Publisher(_updater(acme_config), timeout=dns.propagation_timeout)
     try:
         return acme.obtain_certificate_dns01(
             _acme_settings(acme_config),
@@ -284,6 +340,15 @@ def _obtain_dns01(acme_config: AcmeConfig, csr: bytes) -> acme.IssuedCertificate
             logger.error(f"    {error}: the certificate was issued and is installed")
             return error.issued
         raise
+
+
+def record_source_command(domain: str, marker: str) -> str:
+    """The command that records how the certificate for ``domain`` was had."""
+    return f"printf '%s\\n' {shlex.quote(marker)} > {shlex.quote(source_path(domain))}"
+
+
+def record_source(state: Any, host: Any, domain: str, marker: str) -> None:
+    run_checked(state, host, record_source_command(domain, marker), "recording the source")
 
 
 def install_certificate(state: Any, host: Any, chain_path: str, fullchain: bytes) -> None:

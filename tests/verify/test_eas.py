@@ -18,11 +18,13 @@ otherwise on the host itself through 127.0.0.1 with openssl/curl and the host's 
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import json
 import re
 import secrets
 import socket
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -222,12 +224,21 @@ def test_push_proxy_is_reachable_only_through_nginx(host: Host, eas: EasSettings
 
 
 @push_proxies
-def test_nginx_listens_on_http_and_https(host: Host, eas: EasSettings) -> None:
+def test_nginx_listens_on_https_and_on_http_only_for_acme(
+    host: Host, eas: EasSettings, eas_settings: Settings
+) -> None:
     assert host.service("nginx").is_running, "nginx is not active"
     sockets = listening(host)
-    for port in (80, eas.https_port):
-        public = [a for a, p in sockets if p == port and a not in LOOPBACK]
-        assert public, f"nothing listens on port {port} on a non-loopback address"
+    public = [a for a, p in sockets if p == eas.https_port and a not in LOOPBACK]
+    assert public, f"nothing listens on port {eas.https_port} on a non-loopback address"
+    on_80 = [a for a, p in sockets if p == 80]
+    if eas_settings.acme.source == "acme-http01":
+        assert [a for a in on_80 if a not in LOOPBACK], "nothing listens on port 80 (HTTP-01)"
+    else:
+        assert not on_80, (
+            f"port 80 is open ({on_80}), but tls_certificate_source is "
+            f"{eas_settings.acme.source!r}: nothing should listen there"
+        )
 
 
 # --- push_proxies: release, config, credentials -------------------------------------------
@@ -414,7 +425,35 @@ def test_push_url_sends_hsts(client: tls.TlsFront) -> None:
 
 
 @push_proxies
-def test_plain_http_redirects_to_https(front: PushFront, eas: EasSettings) -> None:
+def http01_only(settings: Settings) -> None:
+    if settings.acme.source != "acme-http01":
+        pytest.skip(f"tls_certificate_source is {settings.acme.source!r}: port 80 is closed")
+
+
+@push_proxies
+def test_push_certificate_files_are_not_about_to_expire(
+    front: PushFront, eas_settings: Settings
+) -> None:
+    """Certificates a site brings are renewed by the site: a warning 30 days ahead."""
+    files = eas_settings.acme.files
+    if files is None:
+        pytest.skip("tls_certificate_source is not 'files' (ACME renews the certificate)")
+    expires = front.handshake().certificate.not_valid_after_utc
+    left = expires - dt.datetime.now(dt.UTC)
+    if left < dt.timedelta(days=30):
+        warnings.warn(
+            f"{files.certificate_file} (served on {front.where}) expires on "
+            f"{expires:%Y-%m-%d}: renew it and deploy",
+            stacklevel=1,
+        )
+    assert left > dt.timedelta(0), f"{files.certificate_file} has expired ({expires:%Y-%m-%d})"
+
+
+@push_proxies
+def test_plain_http_redirects_to_https(
+    front: PushFront, eas: EasSettings, eas_settings: Settings
+) -> None:
+    http01_only(eas_settings)
     path = "/verify-suite?check=redirect"
     reply = front.http(path)
     expected = f"https://{eas.push_name}{tls.port_suffix(eas.https_port)}{path}"
@@ -426,7 +465,10 @@ def test_plain_http_redirects_to_https(front: PushFront, eas: EasSettings) -> No
 
 
 @push_proxies
-def test_acme_challenges_are_served_on_port_80(front: PushFront, eas: EasSettings) -> None:
+def test_acme_challenges_are_served_on_port_80(
+    front: PushFront, eas: EasSettings, eas_settings: Settings
+) -> None:
+    http01_only(eas_settings)
     path = f"/.well-known/acme-challenge/verify-suite-{secrets.token_hex(8)}"
     reply = front.http(path)
     assert reply.status == 404, (

@@ -296,6 +296,22 @@ def test_proxy_listens_on_its_port(host: Host, outbound: OutboundProxySettings) 
 
 
 @outbound_proxies
+def test_port_80_is_open_only_for_acme_http01(
+    host: Host, settings: Settings, outbound: OutboundProxySettings
+) -> None:
+    """An internal name gets its certificate through DNS-01 (or a site's files): then nothing
+    listens on port 80, as nothing needs to reach the proxy from outside."""
+    on_80 = [address for address, port in listening(host) if port == 80]
+    if settings.acme.source == "acme-http01":
+        assert [a for a in on_80 if a not in LOOPBACK], "nothing listens on port 80 (HTTP-01)"
+    else:
+        assert not on_80, (
+            f"port 80 is open ({on_80}), but tls_certificate_source is "
+            f"{settings.acme.source!r}: nothing should listen there"
+        )
+
+
+@outbound_proxies
 def test_clients_trust_the_proxy_certificate(
     front: ProxyFront, outbound: OutboundProxySettings
 ) -> None:
