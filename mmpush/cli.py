@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import click
 
+from mmpush.checks.cli import check_cert
 from mmpush.lab import lab as lab_module
 from mmpush.lab.containers import as_root
 from mmpush.lab.inventory import LabNotRunning
@@ -58,6 +59,9 @@ def check(inventory: str, data: tuple[str, ...]) -> None:
     click.echo(f"{len(results)} hosts, {failed} with invalid settings")
     if failed or not results:
         sys.exit(1)
+
+
+main.add_command(check_cert)
 
 
 @main.group()

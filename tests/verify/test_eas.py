@@ -405,6 +405,16 @@ def test_clients_trust_the_push_certificate(front: PushFront, eas: EasSettings) 
 
 
 @push_proxies
+def test_push_certificate_passes_check_cert(
+    inventory_host: InventoryHost, eas: EasSettings, eas_settings: Settings
+) -> None:
+    address = str(inventory_host.data.get("ssh_hostname") or inventory_host.name)
+    tls.assert_passes_check_cert(
+        address, eas.push_name, eas.https_port, eas_settings.acme.ca_bundle
+    )
+
+
+@push_proxies
 def test_push_certificate_is_not_about_to_expire(front: PushFront, eas: EasSettings) -> None:
     tls.assert_not_expiring(front, eas.push_name)
 

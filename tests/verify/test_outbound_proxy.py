@@ -312,6 +312,15 @@ def test_port_80_is_open_only_for_acme_http01(
 
 
 @outbound_proxies
+def test_proxy_certificate_passes_check_cert(
+    inventory_host: InventoryHost, settings: Settings, outbound: OutboundProxySettings
+) -> None:
+    tls.assert_passes_check_cert(
+        address_of(inventory_host), outbound.name, outbound.port, settings.acme.ca_bundle
+    )
+
+
+@outbound_proxies
 def test_clients_trust_the_proxy_certificate(
     front: ProxyFront, outbound: OutboundProxySettings
 ) -> None:

@@ -295,3 +295,16 @@ def assert_hsts(front: TlsFront) -> None:
     assert max_age and int(max_age.group(1)) > 0, (
         f"no HSTS (Strict-Transport-Security with a max-age) {front.where}: {hsts!r}"
     )
+
+
+def assert_passes_check_cert(address: str, name: str, port: int, ca_bundle: str | None) -> None:
+    """`mmpush check-cert` passes from this control node: the chain as sent (no AIA fetching)
+    reaches a trusted root, for the name, not expiring soon, TLS 1.2+ only, as the mobile apps
+    check it (mmpush/checks/certificate.py)."""
+    from mmpush.checks.certificate import UNREACHABLE, check_certificate
+
+    report = check_certificate(name, port, ca_bundle=ca_bundle, connect=address, days=MIN_DAYS_LEFT)
+    if UNREACHABLE in report.ids and ca_bundle is None:
+        pytest.skip(f"{address}:{port} is not reachable from this control node: {report.ids}")
+    problems = [f"{f.id}: {f.message}" for f in report.findings if f.severity == "error"]
+    assert not problems, f"check-cert {name} (via {address}:{port}): {'; '.join(problems)}"
