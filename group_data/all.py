@@ -190,6 +190,25 @@ outbound_proxy_ca_bundle = None
 # False (default): re-resolve while running, TLS sessions resumed. See docs/outbound-proxy.md.
 outbound_proxy_keepalive = False
 
+# --- runbooks (deploys/runbooks/, docs/runbooks/) ------------------------------------------------
+# Usually given on the command line: pyinfra INVENTORY deploys/runbooks/test_push.py
+#   --data runbook_send_dm=true
+# test_push.py: also do the guide's end-to-end check: account B sends account A a DM through
+# mattermost_api_url, and the server's logs show the push to A's device(s).
+runbook_send_dm = False
+# Account B's personal access token: a file on the control node or "env:NAME" (never in git).
+runbook_dm_sender_token = None
+# Account A's username: logged in on a phone (away or offline on other clients).
+runbook_dm_recipient = None
+# Seconds the end-to-end DM waits for the server to log the push.
+runbook_dm_wait_sec = 30
+# push_debug.py: minutes until the host itself lowers the log levels again (a transient
+# systemd timer on the host, so it happens even if this run is interrupted).
+runbook_debug_minutes = 30
+# push_debug.py: also collect a support bundle into <runbook_support_dir>/<host>-<time>/ here.
+runbook_collect = False
+runbook_support_dir = "support"
+
 # --- the site's own data ------------------------------------------------------------------------
 # Names of extra keys the site keeps in its inventory or group data for its own use (they are
 # accepted and ignored), e.g. ["site_owner", "backup_window"].

@@ -80,6 +80,17 @@ def run_checked(state: Any, target: Any, command: str, what: str) -> str:
     return output.stdout
 
 
+def run_quiet(target: Any, command: str, what: str) -> str:
+    """As :func:`run_checked`, but the command's output is never printed, whatever the
+    verbosity (it may hold secrets: a configuration file, a log); the command itself is."""
+    ok, output = target.run_shell_command(
+        StringCommand(command), print_output=False, **connector_arguments(target)
+    )
+    if not ok:
+        raise OperationError(f"{what} failed on {target.name}: {output.stderr.strip()}")
+    return output.stdout
+
+
 def _owner_expression() -> str:
     """Shell: the SSH user (sudo sets SUDO_USER), or the current user without sudo."""
     return '"${SUDO_USER:-$(id -un)}"'

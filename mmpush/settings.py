@@ -139,6 +139,14 @@ KNOWN_KEYS = frozenset(
         "outbound_proxy_resolvers",
         "outbound_proxy_ca_bundle",
         "outbound_proxy_keepalive",
+        # runbooks (deploys/runbooks/), usually given with --data
+        "runbook_send_dm",
+        "runbook_dm_sender_token",
+        "runbook_dm_recipient",
+        "runbook_dm_wait_sec",
+        "runbook_debug_minutes",
+        "runbook_collect",
+        "runbook_support_dir",
         # the site's own data keys
         "extra_data_keys",
     }
@@ -463,6 +471,30 @@ class Settings:
         if self.push_mode == "tpns":
             return TPNS_URL
         return None
+
+
+@dataclass(frozen=True)
+class RunbookSettings:
+    """What the runbooks (deploys/runbooks/) need for one host, beyond its Mattermost
+    settings."""
+
+    host: str
+    push_mode: str
+    mattermost: MattermostSettings
+    #: test_push.py: also do the guide's end-to-end DM (B sends A a DM; A's device gets it).
+    send_dm: bool = False
+    #: Account B's personal access token (a file on the control node, or env:NAME).
+    dm_sender_token: Secret | None = None
+    #: Account A's username (its device is logged in to the app).
+    dm_recipient: str | None = None
+    #: How long the end-to-end DM waits for the server to log the push.
+    dm_wait_sec: int = 30
+    #: push_debug.py: minutes until the host itself lowers the log levels again.
+    debug_minutes: int = 30
+    #: push_debug.py: also collect a support bundle on the control node.
+    collect: bool = False
+    #: Where support bundles go on the control node (support/<host>-<time>/ below it).
+    support_dir: str = "support"
 
 
 @dataclass(frozen=True)
@@ -1599,6 +1631,61 @@ def _certificate_files(read: _Reader, domain: str) -> CertificateFiles:
         key=key,
         not_after=f"{check.not_after:%Y-%m-%d}" if check.not_after else "",
     )
+
+
+def runbook_settings_from_data(
+    name: str, groups: tuple[str, ...], data: Mapping[str, Any]
+) -> RunbookSettings:
+    """Validate what the runbooks read (pure, for unit tests); a DM needs both accounts.
+
+    runbook_settings_from_data("mm1", ("mattermost",), {"push_mode": "eas",
+                               "runbook_debug_minutes": 5}).debug_minutes == 5
+    """
+    read = _Reader(name, data)
+    _check_data(read)
+    push_mode = read.choice("push_mode", PUSH_MODES)
+    send_dm = read.boolean("runbook_send_dm", False)
+    token = read.raw("runbook_dm_sender_token")
+    recipient = read.raw("runbook_dm_recipient")
+    if send_dm and "mattermost" in groups and (not token or not recipient):
+        raise read.error(
+            "runbook_send_dm",
+            True,
+            "a test account pair: runbook_dm_sender_token (account B's personal access token, "
+            "a file or env:NAME) and runbook_dm_recipient (account A's username, logged in "
+            "on a device)",
+        )
+    if recipient is not None:
+        recipient = read.text(
+            "runbook_dm_recipient",
+            pattern=re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+            allowed="a Mattermost username (lowercase letters, digits, . _ -)",
+        )
+    if send_dm and "mattermost" in groups and read.raw("mattermost_api_url") is None:
+        raise read.error(
+            "mattermost_api_url",
+            None,
+            "the server's URL (runbook_send_dm posts the DM through it, from the control node)",
+        )
+    support_dir = read.text("runbook_support_dir", "support", re.compile(r"^\S+$"), "a path")
+    return RunbookSettings(
+        host=name,
+        push_mode=push_mode,
+        mattermost=_mattermost(read, push_mode),
+        send_dm=send_dm,
+        dm_sender_token=read.secret("runbook_dm_sender_token", token) if token else None,
+        dm_recipient=recipient,
+        dm_wait_sec=read.integer("runbook_dm_wait_sec", 30, 1, 600),
+        debug_minutes=read.integer("runbook_debug_minutes", 30, 1, 1440),
+        collect=read.boolean("runbook_collect", False),
+        support_dir=support_dir,
+    )
+
+
+def load_runbook_settings(host: Any) -> RunbookSettings:
+    """``load_runbook_settings(host)`` in a runbook: the current host's runbook settings."""
+    groups = tuple(getattr(host, "groups", ()) or ())
+    return runbook_settings_from_data(host.name, groups, host.data.dict())
 
 
 def load_certificate_settings(host: Any) -> CertificateSettings:

@@ -198,6 +198,11 @@ class TokenApi:
         "IDLoadedPushNotifications": "true", ...}`` (strings, as the server sends them)."""
         return {str(k): str(v) for k, v in self._call("GET", LICENSE_PATH).items()}
 
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """Any API route with the token, e.g. ``api.call("GET", "/api/v4/users/me")``; the
+        answer must be a JSON object (the runbooks' end-to-end DM)."""
+        return self._call(method, path, body)
+
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         url = self.base_url + path
         try:
