@@ -920,6 +920,8 @@ class DatabaseConfigStore:
         value = go_marshal_indent(cfg)
         digest = hashlib.sha256(value.encode()).hexdigest()
         with self.db.transaction() as cur:
+            # one writer at a time: two nodes saving at once must not leave two active rows
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK_KEY,))
             cur.execute("SELECT SHA FROM Configurations WHERE Active")
             row = cur.fetchone()
             if row is not None and str(row[0] or "").strip() == digest:
@@ -1378,6 +1380,10 @@ class SqlDataStore:
         self.dsn = dsn
         self.db = PgConnection(dsn)
         with self.db.transaction() as cur:
+            # cluster nodes start together: CREATE TABLE IF NOT EXISTS races in PostgreSQL
+            # (a duplicate pg_type row), so one node at a time, as the real server runs its
+            # migrations under a lock (store/sqlstore: morph's advisory lock)
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (DatabaseConfigStore.LOCK_KEY,))
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS EmulatorData (Name varchar(64) PRIMARY KEY, "
                 "Value text NOT NULL, UpdateAt bigint NOT NULL)"
