@@ -31,6 +31,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
@@ -173,10 +174,13 @@ class CertificateReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
+            "name": self.name,
             "address": self.address,
+            "trust_source": self.trust_source,
             "tls_version": self.tls_version,
             "chain": [entry.to_dict() for entry in self.chain],
             "findings": [finding.to_dict() for finding in self.findings],
+            "evidence": dict(self.evidence),
             "ok": self.ok,
         }
 
@@ -548,11 +552,13 @@ class TrustAnchors:
 def _certificates_in(data: bytes) -> list[x509.Certificate]:
     """Every PEM certificate in ``data`` that parses (a store may hold a few odd ones)."""
     certificates = []
-    for block in _PEM_BLOCK.findall(data):
-        try:
-            certificates.append(x509.load_pem_x509_certificate(block))
-        except ValueError:
-            continue
+    with warnings.catch_warnings():  # old roots with non-positive serials still count
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        for block in _PEM_BLOCK.findall(data):
+            try:
+                certificates.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                continue
     return certificates
 
 

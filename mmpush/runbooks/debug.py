@@ -141,6 +141,9 @@ def revert_script(service: str, socket: str | None, config_path: str | None) -> 
     return "\n".join(
         [
             "set -euo pipefail",
+            # already lowered (run by hand before the timer fired): nothing to do
+            f"[ -e {q(ORIGINALS)} ] || {{ echo 'mmpush: push logging was already lowered'; "
+            "exit 0; }",
             *lines,
             f"echo 'mmpush: Mattermost push logging lowered again to the levels recorded in "
             f"{ORIGINALS}'",
@@ -247,10 +250,11 @@ def push_logging_debug(settings: Settings, runbook: RunbookSettings) -> None:
         values=DEBUG_LEVELS.as_paths(),
     )
     restart_and_wait(
-        name=f"Restart {mm.service} (log levels changed)",
+        name=f"Restart {mm.service} (log levels changed), {mm.restart_batch} at a time",
         service=mm.service,
         ping_url=mm.ping_url,
         _if=changed.did_change,
+        _parallel=mm.restart_batch,
     )
 
 

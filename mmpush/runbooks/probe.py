@@ -39,6 +39,8 @@ CURL_FAILURES = {
     60: "TLS: the certificate is not trusted by this server's trust store",
 }
 TLS_FAILURES = (35, 51, 60)
+#: What NGINX answers when what it proxies to does not answer.
+GATEWAY_ERRORS = (502, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def judge(
             app_type,
             False,
             f"TLS not trusted: {CURL_FAILURES[rc]}",
-            f"{url}: {seen}; curl: {error}",
+            f"{url}: {seen}; {error}",
         )
     if rc:
         hop = CURL_FAILURES.get(rc, f"curl exit {rc}")
@@ -139,6 +141,13 @@ def judge(
             "refused by the outbound proxy: this server is not in outbound_proxy_allowed_networks",
             f"{url}: HTTP 403",
         )
+    if status in GATEWAY_ERRORS:
+        behind = (
+            "the outbound proxy cannot reach the hosted push service"
+            if via_outbound_proxy
+            else "the push proxy is not answering behind its TLS front (stopped or crashed?)"
+        )
+        return Verdict(host_name, app_type, False, behind, f"{url}: HTTP {status} from NGINX")
     found = push_verdict(app_type, status, body)
     return Verdict(host_name, app_type, found.accepted, found.verdict, f"{url}: {found.evidence}")
 

@@ -637,8 +637,21 @@ def test_cli_json_shape_and_exit_0(serve: Serve, bundle: Path) -> None:
     )
     assert code == 0, output
     document = json.loads(output)
-    assert set(document) == {"target", "address", "tls_version", "chain", "findings", "ok"}
+    assert set(document) == {
+        "target",
+        "name",
+        "address",
+        "trust_source",
+        "tls_version",
+        "chain",
+        "findings",
+        "evidence",
+        "ok",
+    }
     assert document["target"] == f"{NAME}:{server.port}"
+    assert document["name"] == NAME
+    assert document["trust_source"] == f"the CA bundle {bundle}"
+    assert set(document["evidence"]) >= {"chain", "name"}
     assert document["address"] == f"127.0.0.1:{server.port}"
     assert document["ok"] is True
     assert [set(entry) for entry in document["chain"]] == [

@@ -314,3 +314,10 @@ def test_a_dm_needs_the_account_pair_and_the_server_url(tmp_path: Path) -> None:
 def test_bad_runbook_values_are_refused(key: str, value: object) -> None:
     with pytest.raises(SettingsError, match=key):
         runbook_settings_from_data("mm1", ("mattermost",), data(**{key: value}))
+
+
+def test_a_gateway_error_names_what_is_behind_the_front() -> None:
+    stopped = judge("mm1", "apple_rn", URL, output(0, 502, "<html>502</html>"))
+    assert not stopped.ok and "the push proxy is not answering" in stopped.verdict
+    upstream = judge("mm1", "apple_rn", URL, output(0, 502, "<html>"), via_outbound_proxy=True)
+    assert "cannot reach the hosted push service" in upstream.verdict
