@@ -18,6 +18,7 @@ from typing import NoReturn
 import click
 
 from mmpush.checks.cli import check_cert
+from mmpush.checks.diagnose_cli import diagnose
 from mmpush.lab import lab as lab_module
 from mmpush.lab.containers import as_root
 from mmpush.lab.inventory import LabNotRunning
@@ -62,6 +63,7 @@ def check(inventory: str, data: tuple[str, ...]) -> None:
 
 
 main.add_command(check_cert)
+main.add_command(diagnose)
 
 
 @main.group()
