@@ -18,7 +18,7 @@ log_warnings(settings)
 
 if settings.in_group("push_proxies"):
     push_proxy.install_push_proxy(settings)
-    nginx.install_nginx()
+    nginx.install_nginx(port_80=settings.acme.source == "acme-http01")
     nginx.push_front(settings)
 
 # every push target is ready before any Mattermost server is pointed at it

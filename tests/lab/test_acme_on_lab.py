@@ -69,7 +69,9 @@ def test_pebble_issues_a_certificate_via_http01_on_a_lab_host(
     assert on(HOST, f"ls {WEBROOT}").stdout.strip() == "", "tokens are removed afterwards"
     leaf, *chain = x509.load_pem_x509_certificates(issued.fullchain_pem.encode())
     # the chain validates up to Pebble's issuing root alone (from the lab's CA bundle)
-    pebble_root = x509.load_pem_x509_certificates(Path(lab["acme"]["ca_bundle"]).read_bytes())[-1]
+    # the bundle: the lab CA (Pebble's listener), Pebble's issuing root, the site PKI's root
+    pebble_root = x509.load_pem_x509_certificates(Path(lab["acme"]["ca_bundle"]).read_bytes())[1]
+    assert "Pebble" in pebble_root.subject.rfc4514_string()
     verifier = PolicyBuilder().store(Store([pebble_root])).build_server_verifier(x509.DNSName(NAME))
     verifier.verify(leaf, chain)
     lifetime = issued.not_after - issued.not_before
