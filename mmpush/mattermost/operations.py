@@ -59,7 +59,7 @@ def api_push_settings(
 
 def _apply(
     state: Any,
-    target: Any,
+    host: Any,
     access: ConfigAccess,
     values: dict[tuple[str, ...], Any],
     patch: dict[str, Any],
@@ -69,21 +69,21 @@ def _apply(
     try:
         patched_by = PATCHED_BY.get(cluster) if cluster else None
         if patched_by is not None:
-            _wait_for_peer(target, access, values, patched_by)
+            _wait_for_peer(host, access, values, patched_by)
             return True
-        answer = access.patch(target, patch)
+        answer = access.patch(host, patch)
         now = effective_push_settings(answer, list(values))
-        if verify_cluster({"wanted": values, target.name: now}):
+        if verify_cluster({"wanted": values, host.name: now}):
             raise ConfigApiError(
                 f"the server accepted the patch but reports {now} (an MM_* environment "
                 "variable may lock these settings)"
             )
         if cluster:
-            PATCHED_BY[cluster] = target.name
-        logger.info(f"    [{target.name}] patched through {access.where} (no restart needed)")
+            PATCHED_BY[cluster] = host.name
+        logger.info(f"    [{host.name}] patched through {access.where} (no restart needed)")
         return True
     except (ConfigApiError, OperationError) as error:
-        target.log_styled(f"push settings not changed: {error}", fg="red", log_func=logger.error)
+        host.log_styled(f"push settings not changed: {error}", fg="red", log_func=logger.error)
         return False
 
 

@@ -311,7 +311,7 @@ def prepare_revert(
 
 def _prepare_revert(
     state: Any,
-    target: Any,
+    host: Any,
     originals: Levels,
     minutes: int,
     service: str,
@@ -319,7 +319,7 @@ def _prepare_revert(
     config_path: str | None,
 ) -> bool:
     try:
-        run_checked(state, target, bash(f"install -d -m 700 {q(STATE_DIR)}"), "the state dir")
+        run_checked(state, host, bash(f"install -d -m 700 {q(STATE_DIR)}"), "the state dir")
         files = {
             "originals.json": json.dumps(originals.values, indent=1).encode(),
             "revert.sh": revert_script(service, socket, config_path).encode(),
@@ -330,13 +330,13 @@ def _prepare_revert(
             files["revert.py"] = REVERT_PY.encode()
             files["jsonedit.py"] = Path(jsonedit.__file__).read_bytes()
         for name, content in files.items():
-            upload_private(state, target, content, f"{STATE_DIR}/{name}")
-        when = run_checked(state, target, bash(schedule_script(minutes)), "scheduling the revert")
+            upload_private(state, host, content, f"{STATE_DIR}/{name}")
+        when = run_checked(state, host, bash(schedule_script(minutes)), "scheduling the revert")
     except OperationError as error:
-        target.log_styled(f"push debug: {error}", fg="red", log_func=logger.error)
+        host.log_styled(f"push debug: {error}", fg="red", log_func=logger.error)
         return False
     logger.info(
-        f"    [{target.name}] the host lowers push logging to {originals.shown()} at "
+        f"    [{host.name}] the host lowers push logging to {originals.shown()} at "
         f"{when.strip()} (timer {TIMER}.timer)"
     )
     return True
@@ -355,10 +355,10 @@ def set_levels_through_socket(socket: str, current: Levels):
     yield FunctionCommand(_patch_socket, (socket,), {})
 
 
-def _patch_socket(state: Any, target: Any, socket: str) -> bool:
+def _patch_socket(state: Any, host: Any, socket: str) -> bool:
     try:
-        SocketAccess(socket).patch(target, DEBUG_LEVELS.patch())
+        SocketAccess(socket).patch(host, DEBUG_LEVELS.patch())
     except (ConfigApiError, OperationError) as error:
-        target.log_styled(f"push debug: {error}", fg="red", log_func=logger.error)
+        host.log_styled(f"push debug: {error}", fg="red", log_func=logger.error)
         return False
     return True

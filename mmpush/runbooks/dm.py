@@ -132,7 +132,7 @@ def end_to_end_dm(runbook: RunbookSettings, mattermost: MattermostSettings, logs
 
 def _end_to_end(
     state: Any,
-    target: Any,
+    host: Any,
     runbook: RunbookSettings,
     mattermost: MattermostSettings,
     logs: LogPaths,
@@ -150,21 +150,21 @@ def _end_to_end(
             )
             POSTED[url] = (post_id, user_id, time.monotonic())
             logger.info(
-                f"    [{target.name}] B sent {runbook.dm_recipient} a DM through {url}: post "
+                f"    [{host.name}] B sent {runbook.dm_recipient} a DM through {url}: post "
                 f"{post_id} ({runbook.dm_recipient} is {status}"
                 + ("; a user online on another client gets no push)" if status == "online" else ")")
             )
         post_id, user_id, posted = POSTED[url]
         lines = _wait_for_lines(
-            target, logs.notifications, start, (post_id, user_id), posted, runbook.dm_wait_sec
+            host, logs.notifications, start, (post_id, user_id), posted, runbook.dm_wait_sec
         )
     except (ConfigApiError, OperationError, KeyError) as error:
-        target.log_styled(f"end-to-end DM: {error}", fg="red", log_func=logger.error)
+        host.log_styled(f"end-to-end DM: {error}", fg="red", log_func=logger.error)
         return False
     result = judge_log(lines, post_id, user_id)
     for line in result.lines[-5:]:
-        logger.info(f"    [{target.name}]   {logs.notifications}: {line}")
-    target.log_styled(
+        logger.info(f"    [{host.name}]   {logs.notifications}: {line}")
+    host.log_styled(
         f"end-to-end DM: {'OK  ' if result.ok else 'FAIL'} post {post_id}: {result.verdict}",
         fg="green" if result.ok else "red",
         log_func=logger.info if result.ok else logger.error,

@@ -171,7 +171,7 @@ def probe_push(
 
 def _probe(
     state: Any,
-    target: Any,
+    host: Any,
     mattermost: MattermostSettings,
     app_types: tuple[str, ...],
     expected_url: str | None,
@@ -179,15 +179,15 @@ def _probe(
 ) -> bool:
     def run(command: str) -> str:
         # never printed, whatever the verbosity: a configuration file holds the database DSN
-        return run_quiet(target, bash(command), "the probe")
+        return run_quiet(host, bash(command), "the probe")
 
     try:
-        verdicts = probe_verdicts(target, run, mattermost, app_types, expected_url, outbound_url)
+        verdicts = probe_verdicts(host, run, mattermost, app_types, expected_url, outbound_url)
     except (OperationError, ConfigReadError) as error:
-        target.log_styled(f"test push: {error}", fg="red", log_func=logger.error)
+        host.log_styled(f"test push: {error}", fg="red", log_func=logger.error)
         return False
     for verdict in verdicts:
-        target.log_styled(
+        host.log_styled(
             f"test push: {verdict.line()}",
             fg="green" if verdict.ok else "red",
             log_func=logger.info if verdict.ok else logger.error,
