@@ -880,3 +880,23 @@ def test_a_real_run_writes_the_bundle_and_prints_no_secret(tmp_path: Path) -> No
     assert sorted(p.name for p in directory.iterdir()) == ["MANIFEST.txt", "versions.txt"]
     assert "kernel: " in (directory / "versions.txt").read_text()
     assert ADMIN_TOKEN not in output
+
+
+def test_users_message_text_is_left_out_of_the_bundle() -> None:
+    line = (
+        "[2026-11-25 10:00:00.000 Z] [debug] Sending push notification to 1a2b wi msg of "
+        "'alice: the launch code is 0000' caller=app/notification_push.go"
+    )
+    redacted = Redactor([]).redact(line)
+    assert "launch code" not in redacted
+    assert "Sending push notification to 1a2b wi msg of '<message text removed>'" in redacted
+    assert redacted.endswith("caller=app/notification_push.go")
+
+
+def test_message_text_is_left_out_of_json_lines_too() -> None:
+    line = (
+        '{"level":"debug","msg":"Sending push notification to 1a2b wi msg of \'it\'s secret\'",'
+        '"caller":"app/notification_push.go"}'
+    )
+    redacted = Redactor([]).redact(line)
+    assert "secret'" not in redacted and "<message text removed>'\"," in redacted
