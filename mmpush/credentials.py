@@ -34,6 +34,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import PurePath
 from typing import Any
 
 from cryptography import x509
@@ -291,11 +292,13 @@ def check_apns_auth_key(content: bytes, source: str = "AuthKey.p8") -> ec.Ellipt
         raise CredentialError("the APNs auth key is not a PEM file", _P8_FROM_APPLE)
     syntax = der_key_format(block.der)
     if syntax == "sec1":
+        # Never the input's own name: openssl would truncate the file it is about to read.
+        out = "AuthKey-pkcs8.p8" if PurePath(source).name == "AuthKey.p8" else "AuthKey.p8"
         raise CredentialError(
             f"the first PEM block is a SEC1 {block.type!r}, and the push proxy reads only "
             "PKCS#8 ('PRIVATE KEY') keys",
-            f"openssl pkcs8 -topk8 -nocrypt -in {_quote(source)} -out AuthKey.p8 (then point "
-            "auth_key_file at AuthKey.p8)",
+            f"openssl pkcs8 -topk8 -nocrypt -in {_quote(source)} -out {out} (then point "
+            f"auth_key_file at {out})",
         )
     key = _load_key(block.der) if syntax == "pkcs8" else None
     if syntax == "pkcs1" or (key is not None and not isinstance(key, ec.EllipticCurvePrivateKey)):

@@ -615,9 +615,20 @@ class _Reader:
 
     def local_file(self, key: str, value: object) -> Path:
         if not isinstance(value, str | os.PathLike) or not value:
-            raise self.error(key, value, "a path to a file on the control node")
+            raise self.error(key, _shown(key, value), "a path to a file on the control node")
+        if _looks_like_content(str(value)):
+            raise self.error(
+                key,
+                "<hidden: a file's content, not a path>",
+                "a path to a file on the control node (save the content to a file, mode 0600, "
+                "and give its path)",
+            )
         path = Path(value).expanduser()
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError:  # e.g. ENAMETOOLONG
+            found = False
+        if not found:
             raise self.error(key, str(value), "an existing file on the control node (not found)")
         return path
 
@@ -841,8 +852,24 @@ def nginx_snippet_problem(text: str) -> str | None:
 
 
 def _shown(key: str, value: object) -> object:
-    """A value fit for a message: hidden when the key's name suggests a secret."""
-    return "<hidden>" if _SENSITIVE_NAME.search(key) else value
+    """A value fit for a message: hidden when the key's name suggests a secret, or when the
+    value (or anything inside it) looks like a file's content rather than a setting."""
+    if _SENSITIVE_NAME.search(key) or _looks_like_content(repr(value)):
+        return "<hidden>"
+    return value
+
+
+def _looks_like_content(text: str) -> bool:
+    """True for text that is a file's content (a PEM block, a JSON key file, several lines, or
+    longer than any path): ``_looks_like_content("-----BEGIN PRIVATE KEY-----...")``."""
+    return (
+        "-----BEGIN" in text
+        or '"private_key"' in text
+        or text.lstrip().startswith("{")
+        or "\n" in text
+        or "\\n" in text
+        or len(text) > 1024
+    )
 
 
 def _unknown(key: str, known: frozenset[str]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mmpush.credentials import (
@@ -541,3 +541,362 @@ def test_credential_error_text_joins_problem_and_fix() -> None:
         "the file is empty; fix: download it again"
     )
     assert str(CredentialError("only a problem")) == "only a problem"
+
+
+# --- found missing by mutation testing (docs/mutation-testing.md) ---------------------------------
+
+GOOD = b"-----BEGIN GOOD-----\nAQID\n-----END GOOD-----\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"\n" + GOOD,  # a block right after a first empty line
+        GOOD.replace(b"GOOD-----\nAQID", b"GOOD----- \t\nAQID"),  # blanks after BEGIN's dashes
+        GOOD.replace(b"AQID", b"AQ \tID"),  # blanks inside the base64
+        GOOD.removesuffix(b"\n"),  # no newline after END
+        b"-----BEGIN GOOD-----\nComment: a: b\n\nAQID\n-----END GOOD-----\n",
+    ],
+)
+def test_pem_blocks_reads_what_go_reads(text: bytes) -> None:
+    (block,) = pem_blocks(text)
+    assert (block.type, block.der) == ("GOOD", b"\x01\x02\x03")
+
+
+def test_a_pem_header_value_may_hold_a_colon() -> None:
+    (block,) = pem_blocks(b"-----BEGIN GOOD-----\nComment: a: b\n\nAQID\n-----END GOOD-----\n")
+    assert block.headers == {"Comment": "a: b"}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"-----BEGIN THING-----\nAAAA\n",  # no END anywhere
+        b"-----BEGIN THING-----",  # nothing after BEGIN
+        b"-----BEGIN THING-----\x0b\nAAAA\n-----END THING-----\n",  # Go trims only " \t"
+        b"-----BEGIN THING-----\nAAAA\n-----END THING-----X\n",  # text right after END
+        b"-----BEGIN THING-----\nAQ*ID\n-----END THING-----\n",  # not base64, even in part
+    ],
+)
+def test_a_block_go_would_not_decode_is_not_a_block(broken: bytes) -> None:
+    assert pem_blocks(broken) == []
+    after = broken + b"\n" + GOOD
+    assert [(b.type, b.der) for b in pem_blocks(after)] == [("GOOD", b"\x01\x02\x03")]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\x30\x84\x00\x00\x00\x05\x02\x01\x00\x30\x00", "pkcs8"),  # a 4-byte length
+        (b"\x30\x81\x05\x02\x01\x00\x04\x00", "sec1"),  # a 1-byte length
+        (b"\x30\x85\x00\x00\x00\x00\x05\x02\x01\x00\x30\x00", "unknown"),  # a 5-byte length
+        (b"\x30\x80\x02\x01\x00\x30\x00\x00\x00", "unknown"),  # indefinite length (BER)
+        (b"\x30\x10\x02\x01\x00\x30\x00", "unknown"),  # longer than the data
+        (b"\x30\x05\x02\x01\x00\x05\x00", "unknown"),  # a NULL after the version
+    ],
+)
+def test_der_key_format_reads_der_lengths(data: bytes, expected: str) -> None:
+    assert der_key_format(data) == expected
+
+
+P8_FIX = (
+    "download the APNs auth key (.p8) from Apple Developer > Certificates, Identifiers & Profiles "
+    "> Keys (an EC P-256 key in PKCS#8 PEM) and point auth_key_file at it"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (lambda: b"", "the APNs auth key file is empty"),
+        (lambda: b"garbage", "the APNs auth key is not a PEM file"),
+        (
+            lambda: private_pem(rsa_key(), TRADITIONAL),
+            "the first PEM block holds an RSA key; an APNs auth key is an ECDSA P-256 key",
+        ),
+        (
+            lambda: private_pem(ed448.Ed448PrivateKey.generate()),
+            "the first PEM block holds a Ed448PrivateKey; an APNs auth key is an ECDSA P-256 key",
+        ),
+        (
+            lambda: private_pem(ed25519.Ed25519PrivateKey.generate()),
+            "the first PEM block holds an Ed25519 key; an APNs auth key is an ECDSA P-256 key",
+        ),
+        (
+            lambda: private_pem(ec_key(ec.SECP384R1)),
+            "the first PEM block holds an EC key on secp384r1; APNs needs P-256 (ES256)",
+        ),
+        (
+            lambda: certificate(ec_key()).public_bytes(serialization.Encoding.PEM),
+            "the first PEM block ('CERTIFICATE') is not an unencrypted PKCS#8 private key (the "
+            "push proxy reads only the first block of the file)",
+        ),
+    ],
+)
+def test_the_auth_key_refusal_is_exact(content: Any, problem: str) -> None:
+    assert str(refused(check_apns_auth_key, content())) == f"{problem}; fix: {P8_FIX}"
+
+
+@pytest.mark.parametrize(
+    ("source", "quoted", "out"),
+    [
+        (None, "AuthKey.p8", "AuthKey-pkcs8.p8"),
+        ("env:MMPUSH_P8", "FILE", "AuthKey.p8"),
+        ("/s/a b.p8", "'/s/a b.p8'", "AuthKey.p8"),
+    ],
+)
+def test_the_sec1_auth_key_refusal_is_exact(source: str | None, quoted: str, out: str) -> None:
+    sec1 = private_pem(ec_key(), TRADITIONAL)
+    args = (sec1,) if source is None else (sec1, source)
+    assert str(refused(check_apns_auth_key, *args)) == (
+        "the first PEM block is a SEC1 'EC PRIVATE KEY', and the push proxy reads only PKCS#8 "
+        f"('PRIVATE KEY') keys; fix: openssl pkcs8 -topk8 -nocrypt -in {quoted} -out {out} "
+        f"(then point auth_key_file at {out})"
+    )
+
+
+def test_the_password_refusal_is_exact() -> None:
+    assert str(refused(certificate_password, b"\xff")) == (
+        "the password file is not UTF-8 text; fix: write the password as UTF-8 text on one line"
+    )
+
+
+def pem_fix(source: str) -> str:
+    return (
+        "put the APNs certificate and its private key in one PEM, e.g. from the .p12 exported "
+        "from Keychain: { openssl pkcs12 -in apns.p12 -clcerts -nokeys; openssl pkcs12 -in "
+        "apns.p12 -nocerts -nodes | openssl pkey -traditional -aes256; } > "
+        f"{source} (add -legacy to both pkcs12 commands for an old .p12)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (lambda: b"", "the APNs certificate file is empty"),
+        (lambda: b"x", "the APNs certificate file is not PEM"),
+        (lambda: private_pem(rsa_key()), "the PEM holds no CERTIFICATE block"),
+        (
+            lambda: certificate(rsa_key()).public_bytes(serialization.Encoding.PEM),
+            "the PEM holds no private key",
+        ),
+        (
+            lambda: (
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                + private_pem(rsa_key())
+            ),
+            "the first CERTIFICATE block does not parse",
+        ),
+        (
+            lambda: apns_pem(certificate(rsa_key(2)), rsa_key(), password=None),
+            "the private key does not belong to the (first) certificate",
+        ),
+        (
+            lambda: apns_pem(certificate(ec_key()), ec_key(), password=None),
+            "the 'EC PRIVATE KEY' block is a SEC1 EC key; the push proxy reads PKCS#1 or PKCS#8",
+        ),
+        (
+            lambda: apns_pem(certificate(ec_key()), ec_key(), password=APNS_PASSWORD),
+            "the 'EC PRIVATE KEY' block is a SEC1 EC key; the push proxy reads PKCS#1 or PKCS#8",
+        ),
+    ],
+)
+@pytest.mark.parametrize("source", [None, "/s/apns.pem"])
+def test_the_certificate_pem_refusal_is_exact(
+    content: Any, problem: str, source: str | None
+) -> None:
+    extra = () if source is None else (source,)
+    error = refused(check_apns_certificate, content(), APNS_PASSWORD, TOPIC, now(), *extra)
+    assert str(error) == f"{problem}; fix: {pem_fix(source or 'apns.pem')}"
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ("wrong", "the certificate password does not decrypt the private key"),
+        ("", "the private key is encrypted and no certificate_password_file is set"),
+    ],
+)
+def test_the_password_refusal_of_a_certificate_is_exact(password: str, problem: str) -> None:
+    assert str(refused(check_apns_certificate, apns_pem(), password, TOPIC, now())) == (
+        f"{problem}; fix: point certificate_password_file at a file holding the key's password"
+    )
+
+
+def test_the_refusal_of_an_encrypted_pkcs8_key_or_an_unknown_cipher_is_exact() -> None:
+    pkcs8 = apns_pem(password=APNS_PASSWORD, form=PKCS8)
+    assert str(refused(check_apns_certificate, pkcs8, APNS_PASSWORD, TOPIC, now())) == (
+        "the private key is an encrypted PKCS#8 'ENCRYPTED PRIVATE KEY' (OpenSSL 3's default); "
+        "the push proxy decrypts only legacy 'Proc-Type: 4,ENCRYPTED' keys; fix: { openssl "
+        "x509 -in apns.pem; openssl pkey -in apns.pem -traditional -aes256; } > apns-legacy.pem, "
+        "then point certificate_file at apns-legacy.pem"
+    )
+    blowfish = apns_pem().replace(b"DEK-Info: AES-256-CBC,", b"DEK-Info: BF-CBC,")
+    error = refused(check_apns_certificate, blowfish, APNS_PASSWORD, TOPIC, now(), "env:APNS")
+    assert str(error) == (
+        "the private key is encrypted in a way the push proxy cannot read (DEK-Info cipher "
+        "'BF-CBC' is not one of DES-CBC, DES-EDE3-CBC, AES-128-CBC, AES-192-CBC, AES-256-CBC); "
+        "fix: { openssl x509 -in FILE; openssl pkey -in FILE -traditional -aes256; } > "
+        "apns-legacy.pem, then point certificate_file at apns-legacy.pem"
+    )
+
+
+def test_a_certificate_expiring_right_now_is_refused_exactly() -> None:
+    pem = apns_pem(certificate(rsa_key(), valid_days=10))
+    expires = check_apns_certificate(pem, APNS_PASSWORD, TOPIC, now()).not_valid_after
+    assert str(refused(check_apns_certificate, pem, APNS_PASSWORD, TOPIC, expires)) == (
+        f"the APNs certificate expired on {expires:%Y-%m-%d}; fix: create a new APNs certificate "
+        "in Apple Developer > Certificates and export it with its key"
+    )
+    just_before = expires - dt.timedelta(seconds=1)
+    assert check_apns_certificate(pem, APNS_PASSWORD, TOPIC, just_before).warnings
+
+
+def test_the_warning_starts_exactly_30_days_before_expiry() -> None:
+    pem = apns_pem(certificate(rsa_key(), valid_days=100))
+    expires = check_apns_certificate(pem, APNS_PASSWORD, TOPIC, now()).not_valid_after
+    at_30_days = check_apns_certificate(pem, APNS_PASSWORD, TOPIC, expires - dt.timedelta(30))
+    assert at_30_days.warnings == (
+        f"the APNs certificate expires on {expires:%Y-%m-%d} (in 30 days): renew it",
+    )
+    before = expires - dt.timedelta(days=30, seconds=1)
+    assert check_apns_certificate(pem, APNS_PASSWORD, TOPIC, before).warnings == ()
+
+
+FCM_FIX = (
+    "download a service-account key (JSON) in the Firebase console > Project settings > Service "
+    "accounts > Generate new private key (not google-services.json)"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b" \n", "the FCM service-account file is empty"),
+        (b"\xff", "the service-account file is not UTF-8 text"),
+        (b"[]", "the service-account file is not a JSON object"),
+        (
+            json.dumps({**fcm_document(), "private_key": "x"}).encode(),
+            "'private_key' is not a PEM RSA private key (PKCS#8 or PKCS#1)",
+        ),
+    ],
+)
+def test_the_service_account_refusal_is_exact(content: bytes, problem: str) -> None:
+    assert str(refused(check_fcm_service_account, content)) == f"{problem}; fix: {FCM_FIX}"
+
+
+CA_FIX = "use a PEM file of CA certificates (-----BEGIN CERTIFICATE----- blocks)"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "the CA bundle file is empty"),
+        (b"\xff", "the CA bundle is not UTF-8 text"),
+        (b"x", "the CA bundle holds no CERTIFICATE block"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+            "certificate 1 of the CA bundle does not parse",
+        ),
+    ],
+)
+def test_the_ca_bundle_refusal_is_exact(content: bytes, problem: str) -> None:
+    assert str(refused(check_ca_bundle, content)) == f"{problem}; fix: {CA_FIX}"
+
+
+def test_the_second_bad_certificate_of_a_ca_bundle_is_named() -> None:
+    bad = b"-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n"
+    assert refused(check_ca_bundle, ca_bundle() + bad).problem == (
+        "certificate 2 of the CA bundle does not parse"
+    )
+
+
+# --- legacy decryption: its own errors ------------------------------------------------------------
+
+IV = "00112233445566778899AABBCCDDEEFF"
+
+
+@pytest.mark.parametrize(
+    ("dek_info", "data", "message"),
+    [
+        (
+            None,
+            b"x" * 16,
+            "DEK-Info cipher '' is not one of DES-CBC, DES-EDE3-CBC, AES-128-CBC, AES-192-CBC, "
+            "AES-256-CBC",
+        ),
+        (f"AES-128-CBC,{IV},x", b"x" * 16, "the DEK-Info IV is not hexadecimal"),
+        ("AES-128-CBC,0011", b"x" * 16, "the DEK-Info IV has the wrong length"),
+        (f"AES-128-CBC,{IV}", b"x" * 15, "invalid padding"),  # not whole blocks: no key fits
+        (f"AES-128-CBC,{IV}", b"", "invalid padding"),
+    ],
+)
+def test_decrypt_legacy_pem_says_what_is_wrong(
+    dek_info: str | None, data: bytes, message: str
+) -> None:
+    headers = {} if dek_info is None else {"Proc-Type": "4,ENCRYPTED", "DEK-Info": dek_info}
+    with pytest.raises(ValueError) as caught:
+        decrypt_legacy_pem(PemBlock("RSA PRIVATE KEY", headers, data), "pw")
+    assert str(caught.value) == message
+
+
+def test_a_block_of_the_wrong_size_is_taken_as_a_wrong_password() -> None:
+    pem = apns_pem()
+    (_, key_block) = pem_blocks(pem)
+    cut = base64.encodebytes(key_block.der[:-1]).replace(b"\n", b"")
+    headers = "".join(f"{name}: {value}\n" for name, value in key_block.headers.items())
+    broken = (
+        certificate(rsa_key()).public_bytes(serialization.Encoding.PEM)
+        + b"-----BEGIN RSA PRIVATE KEY-----\n"
+        + headers.encode()
+        + b"\n"
+        + cut
+        + b"\n-----END RSA PRIVATE KEY-----\n"
+    )
+    error = refused(check_apns_certificate, broken, APNS_PASSWORD, TOPIC, now())
+    assert error.field == "certificate_password_file"
+
+
+@needs_openssl
+def test_a_one_byte_padding_is_removed() -> None:
+    iv = bytes(range(16))
+    printed = subprocess.run(
+        [
+            OPENSSL or "openssl",
+            "enc",
+            "-aes-128-cbc",
+            "-md",
+            "md5",
+            "-S",
+            iv[:8].hex(),
+            "-pass",
+            "pass:pw",
+            "-P",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"^key=([0-9A-F]+)$", printed, re.MULTILINE)
+    assert match, printed
+    encryptor = Cipher(algorithms.AES(bytes.fromhex(match.group(1))), modes.CBC(iv)).encryptor()
+    data = encryptor.update(b"A" * 31 + b"\x01") + encryptor.finalize()
+    headers = {"Proc-Type": "4,ENCRYPTED", "DEK-Info": f"AES-128-CBC,{iv.hex()}"}
+    assert decrypt_legacy_pem(PemBlock("RSA PRIVATE KEY", headers, data), "pw") == b"A" * 31
+
+
+# --- found by mutation testing: the fix command must not truncate its input ----------
+
+
+@needs_openssl
+def test_the_sec1_fix_command_keeps_a_key_named_authkey_p8(tmp_path: Path) -> None:
+    (tmp_path / "AuthKey.p8").write_bytes(private_pem(ec_key(), TRADITIONAL))
+    error = refused(check_apns_auth_key, (tmp_path / "AuthKey.p8").read_bytes(), "AuthKey.p8")
+    command = error.fix.split(" (then", 1)[0]
+    subprocess.run(command, shell=True, cwd=tmp_path, check=False, capture_output=True)
+    out = command.rsplit("-out ", 1)[1]
+    assert out != "AuthKey.p8"
+    original = refused(check_apns_auth_key, (tmp_path / "AuthKey.p8").read_bytes())
+    assert "SEC1" in original.problem  # the input is still there, untouched
+    converted = (tmp_path / out).read_bytes()
+    assert check_apns_auth_key(converted).private_numbers() == ec_key().private_numbers()

@@ -5,6 +5,7 @@ what is allowed. Also what the settings become in Mattermost's config.json
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,17 +13,23 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from pyinfra.api import Inventory
 
 from mmpush.mattermost import env_name, push_values
 from mmpush.settings import (
     KNOWN_KEYS,
     CertificateSettings,
+    PushProxyArtifact,
     Secret,
     Settings,
     SettingsError,
+    _nginx_statements,
     certificate_settings_from_data,
     load_certificate_settings,
+    load_settings,
+    log_warnings,
     nginx_snippet_problem,
+    placeholders,
     release_arch,
     require_mode,
     settings_from_data,
@@ -1618,3 +1625,874 @@ def test_load_certificate_settings_reads_the_pyinfra_host() -> None:
 
     settings = load_certificate_settings(FakeHost())
     assert (settings.host, settings.names) == (HOST, ("push.internal.example",))
+
+
+# --- every refusal's exact message (found missing by mutation testing) ----------------------------
+# The message is what an operator reads: host, key, value and what is allowed, word for word.
+
+EXACT_REFUSALS = [
+    (
+        {"push_proxy_metrics": "yes"},
+        "push_proxy_metrics = 'yes' is invalid: true or false (a Python bool)",
+    ),
+    (
+        {"push_https_port": 80},
+        "push_https_port = 80 is invalid: a port other than 80 (NGINX serves ACME HTTP-01 "
+        "challenges there)",
+    ),
+    ({"push_https_port": 0}, "push_https_port = 0 is invalid: a whole number from 1 to 65535"),
+    (
+        {"push_proxy_listen_port": 80},
+        "push_proxy_listen_port = 80 is invalid: a whole number from 1024 to 65535 "
+        "(unprivileged: the proxy runs as its own user)",
+    ),
+    (
+        {"push_https_port": 8443, "push_proxy_listen_port": 8443},
+        "push_proxy_listen_port = 8443 is invalid: a port other than push_https_port (8443) and "
+        "80: NGINX listens there",
+    ),
+    (
+        {"push_name": "Push.Example.com"},
+        "push_name = 'Push.Example.com' is invalid: a fully qualified DNS name in lowercase, "
+        "e.g. push.example.com (no scheme, port)",
+    ),
+    (
+        {"acme_directory_url": "https://"},
+        "acme_directory_url = 'https://' is invalid: an https:// URL (no whitespace)",
+    ),
+    (
+        {"acme_email": "nope"},
+        "acme_email = 'nope' is invalid: an email address for the ACME account, or None",
+    ),
+    (
+        {"extra_data_keys": "site_owner"},
+        "extra_data_keys = 'site_owner' is invalid: a list, e.g. ['site_owner']",
+    ),
+    (
+        {"extra_data_keys": [1]},
+        "extra_data_keys = 1 is invalid: a list of strings, e.g. ['site_owner']",
+    ),
+    (
+        {"extra_data_keys": ["site owner"]},
+        "extra_data_keys = 'site owner' is invalid: data key names (Python identifiers)",
+    ),
+    (
+        {"push_proxy_archive": 5},
+        "push_proxy_archive = 5 is invalid: a path to a file on the control node",
+    ),
+    (
+        {"push_proxy_version": "latest"},
+        "push_proxy_version = 'latest' is invalid: a release version, e.g. 6.5.0",
+    ),
+    (
+        {"push_proxy_sha256": "abc"},
+        "push_proxy_sha256 = 'abc' is invalid: the release archive's sha256: 64 lowercase hex "
+        "characters",
+    ),
+    (
+        {"push_proxy_url": "https://example.com/{foo}.tar.gz"},
+        "push_proxy_url = 'https://example.com/{foo}.tar.gz' is invalid: unknown placeholder "
+        "{foo}: only {version} and {arch}",
+    ),
+    (
+        {"push_proxy_retry_timeout_sec": 0},
+        "push_proxy_retry_timeout_sec = 0 is invalid: a whole number from 1 to 2147483647",
+    ),
+    (
+        {"push_proxy_send_timeout_sec": 10, "push_proxy_retry_timeout_sec": 11},
+        "push_proxy_retry_timeout_sec = 11 is invalid: a whole number from 1 to "
+        "push_proxy_send_timeout_sec (10): one attempt cannot outlast the whole send",
+    ),
+    (
+        {"push_proxy_throttle_per_sec": 0},
+        "push_proxy_throttle_per_sec = 0 is invalid: a whole number from 1 to 1000000",
+    ),
+    (
+        {"push_proxy_throttle_memory_store_size": 0},
+        "push_proxy_throttle_memory_store_size = 0 is invalid: a whole number from 1 to 100000000",
+    ),
+    (
+        {"push_front_extra_config": 42},
+        "push_front_extra_config = 42 is invalid: NGINX directives for the TLS server block (text)",
+    ),
+    (
+        {"push_front_extra_config": "access_log off }"},
+        "push_front_extra_config = 'access_log off }' is invalid: NGINX directives for inside "
+        "the TLS server block: line 1: unexpected '}' (the directive 'access_log' before it needs "
+        "a ';')",
+    ),
+    (
+        {"push_proxy_https_proxy": "socks5://proxy.example.net:1080"},
+        "push_proxy_https_proxy = 'socks5://proxy.example.net:1080' is invalid: None or "
+        "http://host[:port] / https://host[:port] (no path, no user:password@)",
+    ),
+    (
+        {"push_proxy_no_proxy": "localhost"},
+        "push_proxy_no_proxy = 'localhost' is invalid: a list, e.g. ['10.0.0.0/8', "
+        "'.internal.example', 'localhost']",
+    ),
+    (
+        {"push_proxy_no_proxy": ["a b"]},
+        "push_proxy_no_proxy = 'a b' is invalid: a host name, .domain, IP address or CIDR "
+        "(['10.0.0.0/8', '.internal.example', 'localhost'])",
+    ),
+    (
+        {"push_front_allowed_networks": "10.0.0.0/8"},
+        "push_front_allowed_networks = '10.0.0.0/8' is invalid: a list of networks, e.g. "
+        "['10.0.0.0/8', '192.0.2.10']",
+    ),
+    (
+        {"mattermost_service": "--help"},
+        "mattermost_service = '--help' is invalid: a systemd service name (letters, digits, "
+        ":_.\\@-, not starting with '-', optionally ending in .service, at most 256 characters), "
+        "e.g. mattermost",
+    ),
+    (
+        {"mattermost_config_path": "config.json"},
+        "mattermost_config_path = 'config.json' is invalid: an absolute path to config.json",
+    ),
+    (
+        {"mattermost_restart_batch": 0},
+        "mattermost_restart_batch = 0 is invalid: a whole number from 1 to 1000",
+    ),
+    (
+        {"mattermost_ping_url": "ftp://x"},
+        "mattermost_ping_url = 'ftp://x' is invalid: an http:// or https:// URL the server "
+        "answers on itself once it is up, e.g. http://127.0.0.1:8065/api/v4/system/ping",
+    ),
+    (
+        {"zzz": 1},
+        "zzz = 1 is invalid: unknown setting (the settings are documented in group_data/all.py; "
+        "list a site's own data keys in extra_data_keys)",
+    ),
+    (
+        {"apns_password": "hunter2"},
+        "apns_password = '<hidden>' is invalid: unknown setting (the settings are documented in "
+        "group_data/all.py; list a site's own data keys in extra_data_keys)",
+    ),
+    (
+        {"push_proxy_apple": "x"},
+        "push_proxy_apple = 'x' is invalid: a list of dicts (see group_data/all.py)",
+    ),
+    (
+        {"push_proxy_apple": ["x"]},
+        "push_proxy_apple[0] = 'x' is invalid: a dict with type, topic and credentials",
+    ),
+    (
+        {"push_proxy_android": "x"},
+        "push_proxy_android = 'x' is invalid: a list of dicts (see group_data/all.py)",
+    ),
+    (
+        {"push_proxy_android": ["x"]},
+        "push_proxy_android[0] = 'x' is invalid: a dict with type and service_account_file",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    EXACT_REFUSALS,
+    ids=[message.split(" is ")[0][:50] for _, message in EXACT_REFUSALS],
+)
+def test_the_refusal_message_is_exactly_what_the_operator_reads(
+    eas_data: Callable[..., dict[str, Any]], overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(**overrides))
+    assert str(caught.value) == f"host {HOST}: {message}"
+
+
+APPLE_FIELD_REFUSALS = [
+    ("auth_key_id", "ABC", "Apple's 10-character key id"),
+    ("team_id", "T", "Apple's 10-character team id"),
+    ("topic", "com/x", "the app's bundle id, e.g. com.example.mattermost"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), APPLE_FIELD_REFUSALS)
+def test_the_refusal_message_of_an_apple_entry_field_is_exact(
+    eas_data: Callable[..., dict[str, Any]],
+    creds: dict[str, Path],
+    field: str,
+    value: str,
+    allowed: str,
+) -> None:
+    entry = apple_entry(creds, **{field: value})
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert str(caught.value) == (
+        f"host {HOST}: push_proxy_apple[0].{field} = {value!r} is invalid: {allowed}"
+    )
+
+
+def test_the_refusal_messages_of_an_apple_entry_with_both_or_neither_credential_are_exact(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    both = apple_entry(creds, certificate_file=str(creds["apns_pem"]))
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[both]))
+    assert str(caught.value) == (
+        f"host {HOST}: push_proxy_apple[0] = ['auth_key_file', 'auth_key_id', 'certificate_file', "
+        "'team_id', 'topic', 'type'] is invalid: either auth_key_file (token) or "
+        "certificate_file, not both"
+    )
+    neither = {"type": "apple", "topic": "com.example.mattermost"}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[neither]))
+    assert str(caught.value) == (
+        f"host {HOST}: push_proxy_apple[0] = {{'type': '...', 'topic': '...'}} is invalid: "
+        "auth_key_file (+ auth_key_id, team_id) or certificate_file"
+    )
+
+
+def outbound_refusal(**overrides: Any) -> str:
+    """The message refusing an outbound proxy host's data."""
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("outbound_proxies",), outbound(**overrides))
+    return str(caught.value)
+
+
+def test_the_refusal_messages_of_outbound_proxy_settings_are_exact() -> None:
+    assert outbound_refusal(outbound_proxy_resolvers="192.0.2.53") == (
+        f"host {HOST}: outbound_proxy_resolvers = '192.0.2.53' is invalid: a list of DNS servers, "
+        "e.g. ['192.0.2.53', '10.0.0.2:53']"
+    )
+    assert outbound_refusal(outbound_proxy_resolvers=["dns.example.com"]) == (
+        f"host {HOST}: outbound_proxy_resolvers = 'dns.example.com' is invalid: an IP address: "
+        "192.0.2.53, 192.0.2.53:5353, [2001:db8::53] or [2001:db8::53]:53"
+    )
+    assert outbound_refusal(outbound_proxy_upstream="https://x.example.com/api") == (
+        f"host {HOST}: outbound_proxy_upstream = 'https://x.example.com/api' is invalid: "
+        "https://<DNS name>[:port] with no path, the port from 1 to 65535"
+    )
+    # the reason after the example is the ipaddress module's own words
+    assert outbound_refusal(outbound_proxy_allowed_networks=["10.0.0.0/33"]).startswith(
+        f"host {HOST}: outbound_proxy_allowed_networks = '10.0.0.0/33' is invalid: an IP network "
+        "such as 10.0.0.0/8 ('10.0.0.0/33' "
+    )
+
+
+def test_the_refusal_messages_of_mattermost_host_settings_are_exact() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="tpns", push_contents="full"))
+    assert str(caught.value) == (
+        f"host {HOST}: push_contents = 'full' is invalid: generic or generic_no_channel with "
+        "TPNS: the test service does not encrypt notifications, so message text would cross the "
+        "internet readable (set push_contents_force = True to accept that)"
+    )
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, ("mattermost",), data(push_mode="hpns", hpns_use_outbound_proxy="yes")
+        )
+    assert str(caught.value) == (
+        f"host {HOST}: hpns_use_outbound_proxy = 'yes' is invalid: true, false, or None (automatic)"
+    )
+
+
+def test_the_refusal_message_of_outbound_proxies_with_different_urls_is_exact() -> None:
+    proxies = {"proxy1": proxy_data("push.internal.example"), "proxy2": proxy_data("b.example")}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="hpns"), proxies)
+    assert str(caught.value) == (
+        f"host {HOST}: outbound_proxy_name = {{'proxy1': 'https://push.internal.example:8000', "
+        "'proxy2': 'https://b.example:8000'} is invalid: one name and port for every outbound "
+        "proxy (Mattermost servers use one URL)"
+    )
+
+
+def test_the_refusal_message_for_a_missing_file_is_exact(
+    eas_data: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.tar.gz"
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_archive=str(missing)))
+    assert str(caught.value) == (
+        f"host {HOST}: push_proxy_archive = {str(missing)!r} is invalid: an existing file on the "
+        "control node (not found)"
+    )
+
+
+def test_the_error_of_a_local_archive_asked_for_a_url_is_exact(tmp_path: Path) -> None:
+    artifact = PushProxyArtifact("6.5.0", SHA, None, tmp_path / "a.tar.gz")
+    with pytest.raises(ValueError) as caught:
+        artifact.url_for("amd64")
+    assert str(caught.value) == ("this release is a local archive (push_proxy_archive), not a URL")
+
+
+# --- NGINX snippets: the tokenizer's words and its exact problems ---------------------------------
+
+TOKENIZED = [
+    ("set $a ${request_id}x;", [(";", ["set", "$a", "${request_id}x"], 1)]),
+    # a "$" inside a word starts a variable too, and "${" does not open a block; "X" is a letter
+    (
+        "add_header X-Request-Xid id${request_id};",
+        [(";", ["add_header", "X-Request-Xid", "id${request_id}"], 1)],
+    ),
+    # "{" right after a word opens the block; a quoted word is unquoted; parsing goes on after it
+    (
+        'location /x{ return 200 "ok"; access_log off; }',
+        [
+            ("{", ["location", "/x"], 1),
+            (";", ["return", "200", "ok"], 1),
+            (";", ["access_log", "off"], 1),
+            ("}", [], 1),
+        ],
+    ),
+    ('return "a" b;', [(";", ["return", "a", "b"], 1)]),
+    # ")" may follow a quoted string, as a word of its own
+    (
+        'if ($request_method = "POST") { return 405; }',
+        [
+            ("{", ["if", "($request_method", "=", "POST", ")"], 1),
+            (";", ["return", "405"], 1),
+            ("}", [], 1),
+        ],
+    ),
+    # a comment runs to the end of its line only
+    (
+        "# c } {\naccess_log off; # trailing ;\n}",
+        [(";", ["access_log", "off"], 2), ("}", [], 3)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("snippet", "statements"), TOKENIZED)
+def test_the_snippet_tokenizer_gives_the_words_nginx_reads(
+    snippet: str, statements: list[tuple[str, list[str], int]]
+) -> None:
+    assert [(end, list(words), line) for end, words, line in _nginx_statements(snippet)] == (
+        statements
+    )
+
+
+CLOSES_SERVER = "'}' would close the server block (braces must balance)"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "problem"),
+    [
+        ('return 200 "a"X;', "line 1: unexpected 'X' right after a quoted string"),
+        ("return 200 \\", "the snippet ends with a backslash"),
+        (
+            "access_log off",
+            "line 1: the last directive is not terminated by ';' (it would swallow the "
+            "template's next line)",
+        ),
+        (
+            "server { }",
+            "line 1: a 'server' block; the snippet goes inside the push front's server block "
+            "(use location/if blocks and directives)",
+        ),
+        (
+            'return 200 "x" }',
+            "line 1: unexpected '}' (the directive 'return' before it needs a ';')",
+        ),
+        ("# a comment\n}", f"line 2: {CLOSES_SERVER}"),
+        ("access_log off; # c\n}", f"line 2: {CLOSES_SERVER}"),
+        ('return 200 "ok"; }', f"line 1: {CLOSES_SERVER}"),
+    ],
+)
+def test_the_snippet_problem_is_exact(snippet: str, problem: str) -> None:
+    assert nginx_snippet_problem(snippet) == problem
+
+
+# --- values the tests above did not read back -----------------------------------------------------
+
+
+def test_the_mattermost_restart_and_override_settings_are_read() -> None:
+    settings = settings_from_data(
+        HOST,
+        ("mattermost",),
+        data(
+            push_mode="off",
+            mattermost_accept_env_overrides=True,
+            mattermost_restart_batch=1000,
+            mattermost_ping_url="https://MM1.example.net:8443/api/v4/system/ping?X=1",
+        ),
+    )
+    assert settings.mattermost.accept_env_overrides is True
+    assert settings.mattermost.restart_batch == 1000
+    assert settings.mattermost.ping_url == "https://MM1.example.net:8443/api/v4/system/ping?X=1"
+    defaults = settings_from_data(HOST, ("mattermost",), data(push_mode="off"))
+    assert defaults.mattermost.accept_env_overrides is False
+    assert defaults.mattermost.restart_batch == 1
+    assert defaults.mattermost.ping_url == "http://127.0.0.1:8065/api/v4/system/ping"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1/ping",
+        "127.0.0.1:8065/api/v4/system/ping",
+        "http://127.0.0.1:8065/api v4",
+        "http://127.0.0.1:8065/ping\n",
+        "http://127.0.0.1:8065/$(reboot)",
+        "http://127.0.0.1:8065/'x'",
+        'http://127.0.0.1:8065/"x"',
+        "http://127.0.0.1:8065/`x`",
+        "http://127.0.0.1:8065/\\x",
+        8065,
+    ],
+)
+def test_a_ping_url_that_is_not_a_plain_http_url_is_refused(url: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", mattermost_ping_url=url))
+    assert caught.value.key == "mattermost_ping_url" and caught.value.value == url
+
+
+def test_mattermost_restart_batch_stops_at_1000() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST, ("mattermost",), data(push_mode="off", mattermost_restart_batch=1001)
+        )
+    assert caught.value.key == "mattermost_restart_batch" and caught.value.value == 1001
+
+
+def test_the_acme_account_key_defaults_to_one_file_per_directory_url() -> None:
+    staging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    acme = settings_from_data(HOST, ("mattermost",), data(push_mode="off")).acme
+    production_hash = hashlib.sha256(b"https://acme-v02.api.letsencrypt.org/directory").hexdigest()
+    assert acme.account_key_file == (
+        Path.home() / ".config" / "mmpush" / "acme" / f"{production_hash[:12]}-account.pem"
+    )
+    other = settings_from_data(
+        HOST, ("mattermost",), data(push_mode="off", acme_directory_url=staging)
+    ).acme
+    assert other.account_key_file.name == (
+        hashlib.sha256(staging.encode()).hexdigest()[:12] + "-account.pem"
+    )
+    assert other.account_key_file.parent == acme.account_key_file.parent
+
+
+def test_acme_ca_bundle_and_account_key_file_are_read(tmp_path: Path) -> None:
+    bundle = tmp_path / "pebble.minica.pem"
+    bundle.write_bytes(b"any content: the ACME client reads it")
+    acme = settings_from_data(
+        HOST,
+        ("mattermost",),
+        data(
+            push_mode="off",
+            acme_ca_bundle=str(bundle),
+            acme_account_key_file="~/keys/acme.pem",
+            acme_renew_days=365,
+        ),
+    ).acme
+    assert acme.ca_bundle == str(bundle)
+    assert acme.account_key_file == Path.home() / "keys" / "acme.pem"
+    assert acme.renew_days == 365
+    assert settings_from_data(HOST, ("mattermost",), data(push_mode="off")).acme.ca_bundle is None
+
+
+def test_a_missing_acme_ca_bundle_is_refused(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", acme_ca_bundle=missing))
+    assert_names_everything(caught.value, "acme_ca_bundle", missing, "(not found)")
+
+
+def test_the_push_proxy_throttle_settings_are_read_within_their_bounds(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    settings = settings_from_data(
+        HOST,
+        BOTH,
+        eas_data(
+            push_proxy_throttle_per_sec=1_000_000,
+            push_proxy_throttle_memory_store_size=100_000_000,
+            push_proxy_retry_timeout_sec=1,
+        ),
+    )
+    assert settings.eas is not None
+    assert settings.eas.throttle_per_sec == 1_000_000
+    assert settings.eas.throttle_memory_store_size == 100_000_000
+    assert settings.eas.retry_timeout_sec == 1
+    low = settings_from_data(
+        HOST,
+        BOTH,
+        eas_data(push_proxy_throttle_per_sec=1, push_proxy_throttle_memory_store_size=1),
+    )
+    assert low.eas is not None
+    assert (low.eas.throttle_per_sec, low.eas.throttle_memory_store_size) == (1, 1)
+    defaults = settings_from_data(HOST, BOTH, eas_data())
+    assert defaults.eas is not None
+    assert (defaults.eas.throttle_per_sec, defaults.eas.throttle_memory_store_size) == (
+        300,
+        50000,
+    )
+    for key, value in (
+        ("push_proxy_throttle_per_sec", 1_000_001),
+        ("push_proxy_throttle_memory_store_size", 100_000_001),
+    ):
+        with pytest.raises(SettingsError) as caught:
+            settings_from_data(HOST, BOTH, eas_data(**{key: value}))
+        assert caught.value.key == key
+
+
+def test_a_local_archive_keeps_the_version_and_sha256(
+    eas_data: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    archive = tmp_path / "push-proxy.tar.gz"
+    archive.write_bytes(b"x")
+    digest = hashlib.sha256(b"x").hexdigest()
+    settings = settings_from_data(
+        HOST,
+        BOTH,
+        eas_data(
+            push_proxy_archive=str(archive), push_proxy_sha256=digest, push_proxy_version="6.4.1"
+        ),
+    )
+    assert settings.eas is not None
+    assert settings.eas.artifact == PushProxyArtifact("6.4.1", digest, None, archive)
+
+
+def test_a_release_url_with_literal_braces_is_checked_past_them(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    # "{{" is a literal "{" for str.format; the placeholders after it are still checked
+    url = "https://mirror.example.com/{{x}}/push-proxy-{version}.tar.gz"
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_url=url))
+    assert settings.eas is not None
+    assert settings.eas.artifact.url_for("amd64") == (
+        "https://mirror.example.com/{x}/push-proxy-6.5.0.tar.gz"
+    )
+    bad = "https://mirror.example.com/{{x}}/{foo}.tar.gz"
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_url=bad))
+    assert_names_everything(caught.value, "push_proxy_url", bad, "unknown placeholder {foo}")
+
+
+# --- app entries --------------------------------------------------------------------------------
+
+
+def test_a_certificate_entry_keeps_its_type_and_topic(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    settings = settings_from_data(
+        HOST, BOTH, eas_data(push_proxy_apple=[cert_entry(creds, type="apple_rnbeta")])
+    )
+    assert settings.eas is not None
+    (apple,) = settings.eas.apple
+    assert (apple.type, apple.topic, apple.development) == (
+        "apple_rnbeta",
+        "com.example.mattermost",
+        False,
+    )
+
+
+@pytest.mark.parametrize("field", ["certificate_file", "certificate_password_file"])
+def test_a_missing_certificate_or_password_file_is_refused_on_its_key(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path], tmp_path: Path, field: str
+) -> None:
+    missing = str(tmp_path / "missing")
+    entry = cert_entry(creds, **{field: missing})
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert_names_everything(caught.value, f"push_proxy_apple[0].{field}", missing, "(not found)")
+
+
+def test_an_upper_case_bundle_id_is_accepted(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    entry = apple_entry(creds, topic="com.Example.MatterMost-Beta")
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=[entry]))
+    assert settings.eas is not None and settings.eas.apple[0].topic == "com.Example.MatterMost-Beta"
+
+
+def test_two_entries_of_one_app_type_are_refused_naming_the_second(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path]
+) -> None:
+    apple = [apple_entry(creds), apple_entry(creds, topic="com.example.other")]
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_apple=apple))
+    assert str(caught.value) == (
+        f"host {HOST}: push_proxy_apple[1].type = 'apple' is invalid: one entry per app type "
+        "(this type is listed twice)"
+    )
+    android = [{"type": "android", "service_account_file": str(creds["fcm"])}] * 2
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_android=android))
+    assert str(caught.value) == (
+        f"host {HOST}: push_proxy_android[1].type = 'android' is invalid: one entry per app type "
+        "(this type is listed twice)"
+    )
+
+
+def test_a_push_proxy_without_app_entries_has_none(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    values = eas_data()
+    del values["push_proxy_apple"], values["push_proxy_android"]
+    settings = settings_from_data(HOST, BOTH, values)
+    assert settings.eas is not None
+    assert (settings.eas.apple, settings.eas.android) == ((), ())
+
+
+def test_a_push_proxy_only_host_reads_the_push_name(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    settings = settings_from_data(HOST, ("push_proxies",), eas_data())
+    assert settings.push_name == "push.example.com"
+    assert settings.push_server_url == "https://push.example.com"
+
+
+# --- names, ports, networks -----------------------------------------------------------------------
+
+#: DNS names of exactly 253 and 254 characters, every label at most 63.
+NAME_253 = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+NAME_254 = NAME_253 + "d"
+
+
+def test_a_dns_name_may_have_253_characters_not_254(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    assert len(NAME_253) == 253 and len(NAME_254) == 254
+    assert settings_from_data(HOST, BOTH, eas_data(push_name=NAME_253)).push_name == NAME_253
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_name=NAME_254))
+    assert caught.value.key == "push_name"
+
+
+def test_an_egress_proxy_host_name_may_have_253_characters_not_254(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    name = NAME_253.upper()
+    settings = settings_from_data(
+        HOST, BOTH, eas_data(push_proxy_https_proxy=f"http://{name}:3128")
+    )
+    assert settings.eas is not None and settings.eas.https_proxy == f"http://{name}:3128"
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_https_proxy=f"http://{NAME_254}:3128"))
+    assert caught.value.key == "push_proxy_https_proxy"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("http://SQUIDBOX", "http://SQUIDBOX"), ("http://SQUIDBOX/", "http://SQUIDBOX")],
+)
+def test_only_a_final_slash_is_dropped_from_an_egress_proxy_url(
+    eas_data: Callable[..., dict[str, Any]], value: str, expected: str
+) -> None:
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_https_proxy=value))
+    assert settings.eas is not None and settings.eas.https_proxy == expected
+
+
+@pytest.mark.parametrize("value", ["http://[-proxy]:3128", "http://[proxy_1]:3128"])
+def test_brackets_hold_only_an_ipv6_address_in_an_egress_proxy_url(
+    eas_data: Callable[..., dict[str, Any]], value: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(push_proxy_https_proxy=value))
+    assert caught.value.key == "push_proxy_https_proxy" and caught.value.value == value
+
+
+def test_a_no_proxy_cidr_may_have_host_bits_set(eas_data: Callable[..., dict[str, Any]]) -> None:
+    # Go's NO_PROXY matching takes 10.1.2.3/8 as the network 10.0.0.0/8; it is kept as written
+    settings = settings_from_data(HOST, BOTH, eas_data(push_proxy_no_proxy=["10.1.2.3/8"]))
+    assert settings.eas is not None and settings.eas.no_proxy == ("10.1.2.3/8",)
+
+
+@pytest.mark.parametrize("service", ["m", "mattermost.green.timer", "mattermost@blue@green"])
+def test_unit_names_one_letter_long_yes_other_unit_types_and_double_at_no(service: str) -> None:
+    values = data(push_mode="off", mattermost_service=service)
+    if service == "m":
+        assert settings_from_data(HOST, ("mattermost",), values).mattermost.service == "m"
+        return
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), values)
+    assert caught.value.key == "mattermost_service" and caught.value.value == service
+
+
+@pytest.mark.parametrize("key", ["outbound_proxy_allowed_networks", "outbound_proxy_resolvers"])
+@pytest.mark.parametrize("value", [5, {"10.0.0.0/8": True}.keys()])
+def test_network_and_resolver_lists_that_are_not_lists_are_refused(key: str, value: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("outbound_proxies",), outbound(**{key: value}))
+    assert caught.value.key == key and caught.value.value == value
+
+
+def test_a_bad_network_in_a_list_is_named() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(
+            HOST,
+            ("outbound_proxies",),
+            outbound(outbound_proxy_allowed_networks=["10.0.0.0/8", "10.0.0.0/33"]),
+        )
+    assert caught.value.value == "10.0.0.0/33"
+    assert caught.value.allowed.startswith("an IP network such as 10.0.0.0/8 (")
+
+
+def test_a_missing_outbound_ca_bundle_is_refused_on_its_key(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("outbound_proxies",), outbound(outbound_proxy_ca_bundle=missing))
+    assert_names_everything(caught.value, "outbound_proxy_ca_bundle", missing, "(not found)")
+
+
+def test_a_bad_outbound_proxy_seen_from_a_mattermost_host_is_named_by_its_own_host() -> None:
+    proxies = {"proxy9.example.net": proxy_data("push.internal.example", port=80)}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="hpns"), proxies)
+    assert caught.value.host == "proxy9.example.net"
+    assert caught.value.key == "outbound_proxy_port"
+
+
+def test_certificate_settings_errors_name_the_host() -> None:
+    with pytest.raises(SettingsError) as caught:
+        certificate_settings_from_data(HOST, ("push_proxies",), data(push_mode="self-hosted"))
+    assert caught.value.host == HOST and str(caught.value).startswith(f"host {HOST}: ")
+
+
+def test_require_mode_names_the_push_mode_key(eas_data: Callable[..., dict[str, Any]]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        require_mode(settings_from_data(HOST, BOTH, eas_data()), "tpns")
+    assert (caught.value.key, caught.value.value) == ("push_mode", "eas")
+
+
+# --- unknown keys and placeholders: every entry, every key ----------------------------------------
+
+
+def test_entry_keys_are_checked_past_a_non_list_and_a_non_dict_entry() -> None:
+    values = data(
+        push_mode="off",
+        push_proxy_apple="not a list",
+        push_proxy_android=["not a dict", {"type": "android", "servce_account_file": "x"}],
+    )
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), values)
+    assert caught.value.key == "push_proxy_android[1].servce_account_file"
+
+
+def test_the_value_of_a_misspelt_entry_key_named_like_a_secret_is_not_shown() -> None:
+    entry = {"type": "apple", "certificate_passwd_file": "hunter2"}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", push_proxy_apple=[entry]))
+    assert caught.value.key == "push_proxy_apple[0].certificate_passwd_file"
+    assert caught.value.value == "<hidden>" and "hunter2" not in str(caught.value)
+
+
+def test_a_placeholder_after_connector_data_is_still_refused() -> None:
+    values = {"ssh_user": "deploy", **data(push_mode="off", acme_email="CHANGE-ME - X.509 mail")}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), values)
+    assert str(caught.value) == (
+        f"host {HOST}: acme_email = 'CHANGE-ME - X.509 mail' is a placeholder: X.509 mail"
+    )
+
+
+def test_placeholders_lists_every_placeholder_of_the_settings_with_what_goes_there() -> None:
+    values = {
+        "ssh_user": "CHANGE-ME: not a setting, not listed",
+        "push_proxy_apple": [{"topic": "CHANGE-ME: the bundle id", "type": "apple"}],
+        "push_name": "CHANGE-ME - X: the public name  ",
+        "acme_email": "CHANGE-ME",
+        "push_contents": "generic",
+    }
+    assert placeholders(values) == [
+        ("acme_email", ""),
+        ("push_name", "X: the public name  "),
+        ("push_proxy_apple[0].topic", "the bundle id"),
+    ]
+    assert placeholders(data()) == []
+
+
+# --- reading the pyinfra host -------------------------------------------------------------------
+
+
+def lab_inventory(with_proxies: bool = True) -> Inventory:
+    """A pyinfra inventory: Mattermost server mm1 in hpns mode, and (optionally) two outbound
+    proxies with one name and port."""
+    groups: dict[str, Any] = {"mattermost": (["mm1.example.net"], {})}
+    names: list[Any] = ["mm1.example.net"]
+    if with_proxies:
+        names += ["proxy1.example.net", "proxy2.example.net"]
+        groups["outbound_proxies"] = (
+            ["proxy1.example.net", "proxy2.example.net"],
+            {"outbound_proxy_name": "push.internal.example", "outbound_proxy_port": 8443},
+        )
+    return Inventory((names, {"push_mode": "hpns"}), **groups)
+
+
+def test_load_settings_gives_a_mattermost_server_the_outbound_proxies_url() -> None:
+    host = lab_inventory().get_host("mm1.example.net")
+    settings = load_settings(host)
+    assert (settings.host, settings.groups) == ("mm1.example.net", ("mattermost",))
+    assert settings.hpns_outbound_url == "https://push.internal.example:8443"
+    assert settings.push_server_url == "https://push.internal.example:8443"
+
+
+def test_load_settings_of_an_outbound_proxy_reads_its_own_data_only() -> None:
+    settings = load_settings(lab_inventory().get_host("proxy1.example.net"))
+    assert settings.groups == ("outbound_proxies",) and settings.hpns_outbound_url is None
+    assert settings.outbound is not None
+    assert settings.outbound.url == "https://push.internal.example:8443"
+
+
+def test_load_settings_without_outbound_proxies_sends_hpns_direct() -> None:
+    settings = load_settings(lab_inventory(with_proxies=False).get_host("mm1.example.net"))
+    assert settings.push_server_url == "https://global.push.mattermost.com"
+
+
+def test_hosts_without_groups_read_as_in_no_group() -> None:
+    class Data:
+        def dict(self) -> dict[str, Any]:
+            return data(push_mode="off")
+
+    class GrouplessHost:
+        name = HOST
+        data = Data()
+        inventory = lab_inventory()
+
+    assert load_settings(GrouplessHost()).groups == ()
+    assert load_certificate_settings(GrouplessHost()).names == ()
+
+
+def test_log_warnings_logs_each_warning_with_the_host(
+    eas_data: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_from_data(HOST, BOTH, eas_data())
+    warned = Settings(**{**settings.__dict__, "warnings": ("first", "second")})
+    with caplog.at_level(logging.WARNING, logger="pyinfra"):
+        log_warnings(warned)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"    [{HOST}] first",
+        f"    [{HOST}] second",
+    ]
+
+
+def test_a_domain_of_an_ip_address_is_not_a_no_proxy_entry(
+    eas_data: Callable[..., dict[str, Any]],
+) -> None:
+    for entry in (".192.0.2.10", "*.192.0.2.10"):
+        with pytest.raises(SettingsError) as caught:
+            settings_from_data(HOST, BOTH, eas_data(push_proxy_no_proxy=[entry]))
+        assert caught.value.value == entry
+
+
+# --- found by mutation testing: credential content in messages -------------------------------
+
+
+@pytest.mark.parametrize("what", ["auth_key", "fcm"])
+def test_credential_content_given_instead_of_its_path_is_not_shown(
+    eas_data: Callable[..., dict[str, Any]], creds: dict[str, Path], what: str
+) -> None:
+    content = creds[what].read_text()
+    if what == "auth_key":
+        overrides = {"push_proxy_apple": [apple_entry(creds, auth_key_file=content)]}
+    else:
+        entry = {"type": "android", "service_account_file": content}
+        overrides = {"push_proxy_android": [entry]}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, BOTH, eas_data(**overrides))
+    lines = key_lines(content.encode())
+    assert len(lines) >= 3 and not any(line in str(caught.value) for line in lines)
+
+
+def test_credential_content_under_a_misspelt_entry_key_is_not_shown(
+    creds: dict[str, Path],
+) -> None:
+    content = creds["auth_key"].read_text()
+    entry = {"type": "apple", "auth_key": content}
+    with pytest.raises(SettingsError) as caught:
+        settings_from_data(HOST, ("mattermost",), data(push_mode="off", push_proxy_apple=[entry]))
+    assert caught.value.key == "push_proxy_apple[0].auth_key"
+    assert not any(line in str(caught.value) for line in key_lines(content.encode()))
