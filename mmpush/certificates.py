@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from pyinfra import host, logger, state
+from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.files import File
@@ -151,18 +151,10 @@ def certificate(domain: str, acme_config: AcmeConfig):
         return
     key_path, chain_path = tls_paths(domain)
     key_info = host.get_fact(File, path=key_path)
-    fullchain = host.get_fact(FileBytes, path=chain_path)
-    key_sha = host.get_fact(PublicKeySha256, path=key_path) if key_info else None
-    recorded = host.get_fact(FileBytes, path=source_path(domain))
-    problem = certificate_problem(domain, fullchain, key_sha, acme_config)
-    came_from = recorded.decode().strip() if recorded is not None else None
-    if problem is None and came_from is not None and came_from != source_marker(acme_config):
-        problem = f"the installed certificate came from {came_from}"
+    problem = acme_certificate_problem_on_host(domain, acme_config)
     if problem is None:
         host.noop(f"certificate for {domain} is valid and not due for renewal")
         return
-    if acme_config.source == "acme-dns01" and not state.is_executing:
-        check_dns01_access(domain, acme_config)
     logger.info(
         f"    [{host.name}] certificate for {domain}: {problem}: issuing from "
         f"{acme_config.directory_url} ({acme_config.source})"
@@ -170,6 +162,34 @@ def certificate(domain: str, acme_config: AcmeConfig):
     if not key_info:
         yield bash(new_private_key_script(key_path))
     yield FunctionCommand(_issue, (domain, key_path, chain_path, acme_config), {})
+
+
+def acme_certificate_problem_on_host(domain: str, acme_config: AcmeConfig) -> str | None:
+    """Why the host's ACME certificate for ``domain`` must be issued now (``None``: it is valid,
+    from this source and not due), read from the host's facts."""
+    key_path, chain_path = tls_paths(domain)
+    key_info = host.get_fact(File, path=key_path)
+    fullchain = host.get_fact(FileBytes, path=chain_path)
+    key_sha = host.get_fact(PublicKeySha256, path=key_path) if key_info else None
+    recorded = host.get_fact(FileBytes, path=source_path(domain))
+    problem = certificate_problem(domain, fullchain, key_sha, acme_config)
+    came_from = recorded.decode().strip() if recorded is not None else None
+    if problem is None and came_from is not None and came_from != source_marker(acme_config):
+        problem = f"the installed certificate came from {came_from}"
+    return problem
+
+
+def check_certificate_source(domain: str, acme_config: AcmeConfig) -> None:
+    """Call from deploy code (it runs while preparing, before any host changes, with or without
+    ``-y``; an operation's body runs only at execution under ``-y``): when the host needs a new
+    ACME DNS-01 certificate, prove the zone takes our updates first.
+
+        check_certificate_source("push.internal.example", settings.acme)
+    """
+    if acme_config.source != "acme-dns01":
+        return
+    if acme_certificate_problem_on_host(domain, acme_config) is not None:
+        check_dns01_access(domain, acme_config)
 
 
 def check_dns01_access(domain: str, acme_config: AcmeConfig) -> None:

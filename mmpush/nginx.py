@@ -16,7 +16,14 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.operations import apt, files
 
-from mmpush.certificates import ACME_WEBROOT, certificate, tls_paths
+from mmpush.certificates import (
+    ACME_WEBROOT,
+    acme_certificate_problem_on_host,
+    certificate,
+    check_certificate_source,
+    tls_paths,
+)
+from mmpush.facts import FileBytes
 from mmpush.operations import nginx_files
 from mmpush.render import MOZILLA_INTERMEDIATE_CIPHERS, render
 from mmpush.settings import AcmeConfig, Settings
@@ -85,6 +92,20 @@ def bootstrap_conf_path(domain: str) -> str:
     return f"/etc/nginx/conf.d/mmpush-acme-{domain}.conf"
 
 
+#: What a site serving ACME HTTP-01 challenges has (templates/nginx/acme-http.conf.j2).
+ACME_LOCATION = b"location ^~ /.well-known/acme-challenge/"
+
+
+def needs_port_80_site(domain: str, conf_path: str, acme: AcmeConfig) -> bool:
+    """True when ``domain`` has a certificate that HTTP-01 must replace but its site does not
+    answer ACME challenges on port 80 (it came from certificate files or DNS-01, which close
+    port 80): the port-80 bootstrap site is needed again, certificate or not."""
+    if acme_certificate_problem_on_host(domain, acme) is None:
+        return False
+    site = host.get_fact(FileBytes, path=conf_path) or b""
+    return f"server_name {domain};".encode() not in site or ACME_LOCATION not in site
+
+
 def tls_site(
     domain: str, conf_path: str, render_conf: Callable[[bool], str], acme: AcmeConfig
 ) -> None:
@@ -101,8 +122,9 @@ def tls_site(
         nginx_files(
             name=f"Port 80 for {domain} (until it has a certificate)",
             files={bootstrap: render_conf(False)},
-            skip_if_exists=fullchain,
+            skip_if_exists=None if needs_port_80_site(domain, conf_path, acme) else fullchain,
         )
+    check_certificate_source(domain, acme)
     certificate(name=f"Certificate for {domain}", domain=domain, acme_config=acme)
     # the site replaces its port-80 bootstrap, and any left by a name that never got one
     stale = host.get_fact(FindFiles, path="/etc/nginx/conf.d", fname="mmpush-acme-*.conf") or []

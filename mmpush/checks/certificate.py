@@ -660,7 +660,7 @@ def _connect(addresses: Sequence[tuple[Any, ...]], timeout: float) -> socket.soc
     raise Unreachable("connect", f"TCP connect failed: {'; '.join(failures)}")
 
 
-def _peer_chain(tls: ssl.SSLSocket) -> list[x509.Certificate]:
+def peer_chain(tls: ssl.SSLSocket) -> list[x509.Certificate]:
     """Every certificate the server sent, in its order (not a chain OpenSSL rebuilt)."""
     getter = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
     if getter is None:
@@ -714,7 +714,7 @@ def _handshake(
     sock = _connect(addresses, timeout)
     sni = None if _ip(name) else name
     with context.wrap_socket(sock, server_hostname=sni) as tls:
-        return _Handshake(tls.version() or "unknown", _peer_chain(tls))
+        return _Handshake(tls.version() or "unknown", peer_chain(tls))
 
 
 def _ssl_reason(error: OSError) -> str:

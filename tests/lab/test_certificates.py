@@ -13,10 +13,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mmpush.checks.certificate import peer_chain
 from mmpush.lab.ca import new_ca, new_server_certificate
 from tests.lab.helpers import (
     SshRunner,
@@ -55,20 +60,19 @@ def served(state: dict[str, Any], host: str, name: str, port: int) -> list[x509.
         socket.create_connection((ip_of(state, host), port), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname=name) as tls,
     ):
-        chain = tls._sslobj.get_unverified_chain()  # type: ignore[union-attr]
-    return [x509.load_der_x509_certificate(c.public_bytes(ssl.ENCODING_DER)) for c in chain]
+        return peer_chain(tls)
 
 
 def txt_records(state: dict[str, Any], name: str, zone_server: str | None = None) -> str:
-    """What the lab's authoritative DNS answers for TXT ``name`` (asked directly)."""
-    server = zone_server or state["dns"]["server"]
-    out = subprocess.run(
-        ["dig", "+short", "+norecurse", f"@{server}", name, "TXT"],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    """What the lab's authoritative DNS answers for TXT ``name`` (asked directly, no recursion;
+    dnspython, so the control node needs no dig)."""
+    query = dns.message.make_query(name, "TXT")
+    query.flags &= ~dns.flags.RD
+    reply = dns.query.udp(query, zone_server or state["dns"]["server"], timeout=10)
+    return " ".join(
+        item.to_text() for rrset in reply.answer if rrset.rdtype == dns.rdatatype.TXT
+        for item in rrset
     )
-    return out.stdout.strip()
 
 
 # --- ACME DNS-01 ----------------------------------------------------------------------------

@@ -386,7 +386,7 @@ def test_nginx_hides_its_version(host: Host, front: PushFront) -> None:
     assert not [d for d in directives if not d.endswith(": off")], (
         f"server_tokens turned back on: {directives}"
     )
-    server = front.http("/").headers.get("server", "")
+    server = front.https("GET", "/").headers.get("server", "")
     assert "/" not in server, f"NGINX tells everyone its version: Server: {server}"
 
 
