@@ -338,7 +338,8 @@ def test_a_second_debug_run_keeps_the_levels_recorded_first(
 def test_hpns_through_the_outbound_proxy_and_its_faults(
     runbook_lab: dict[str, Any], on: SshRunner
 ) -> None:
-    assert deploy("deploys/hpns.py", *HPNS).returncode == 0
+    hpns = deploy("deploys/hpns.py", *HPNS)
+    assert hpns.returncode == 0, (hpns.stdout + hpns.stderr)[-4000:]
     ok = run_runbook(TEST_PUSH, *HPNS)
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
     assert_all(verdicts(ok), MATTERMOST_HOSTS, "OK path OK")
@@ -405,6 +406,6 @@ def test_tpns_and_off(runbook_lab: dict[str, Any]) -> None:
     assert off.returncode == 0, (off.stdout + off.stderr)[-4000:]
     found = verdicts(off)
     for mm in MATTERMOST_HOSTS:
-        assert found[(mm, "all")] == "OK push is disabled, as push_mode off says", found
+        assert found[(mm, "all")].startswith("OK push is disabled, as push_mode off says ("), found
     code, checks = diagnose("push_mode=off")
     assert (code, failed(checks)) == (0, [])
