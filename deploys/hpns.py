@@ -7,7 +7,7 @@ inventory has outbound_proxies hosts, the outbound proxy's URL; the proxy itself
 first (same as deploys/outbound_proxy.py).
 """
 
-from pyinfra import host, logger
+from pyinfra import host
 
 from mmpush import mattermost, operations, outbound_proxy
 from mmpush.settings import load_settings, log_warnings, require_mode
@@ -26,8 +26,5 @@ operations.barrier(
 )
 
 if settings.in_group("mattermost"):
-    logger.warning(
-        f"    [{host.name}] HPNS only delivers for servers with a Mattermost Enterprise (or "
-        "Professional) licence; without one, pushes are refused by the hosted service"
-    )
+    # warns, naming the server, only when its licence does not cover HPNS (read on the host)
     mattermost.configure_push(settings)

@@ -221,7 +221,8 @@ def post_boot_script(host: LabHost, database_password: str = "", subnet: str = "
         conf = "/etc/postgresql/15/main"
         lines += [
             f"echo \"listen_addresses = '*'\" > {conf}/conf.d/mmpush-lab.conf",
-            f"echo 'host {LAB_DATABASE} {LAB_DATABASE_USER} {subnet} scram-sha-256' "
+            # every database of the lab's user: a test gives a node a database of its own
+            f"echo 'host all {LAB_DATABASE_USER} {subnet} scram-sha-256' "
             f">> {conf}/pg_hba.conf",
             "systemctl enable --now postgresql.service",
             "for i in $(seq 100); do runuser -u postgres -- pg_isready -q && break; sleep 0.2;"

@@ -48,8 +48,9 @@ def sources_lab(lab: dict[str, Any]) -> dict[str, Any]:
 
 def configuration_rows(on: SshRunner) -> int:
     """How many configurations the cluster's store holds (each save adds an active row)."""
-    query = 'SELECT count(*) FROM "Configurations"'
-    out = on("db1", "runuser -u postgres -- psql -tA -d mattermost", input=query)
+    # Mattermost creates it unquoted (CREATE TABLE Configurations): PostgreSQL folds the name
+    query = "SELECT count(*) FROM configurations;"
+    out = on("db1", "runuser -u postgres -- psql -v ON_ERROR_STOP=1 -tA -d mattermost", input=query)
     return int(out.stdout.strip())
 
 
@@ -164,7 +165,7 @@ def test_a_rejected_token_is_refused(before: tuple[int, str], on: SshRunner) -> 
         "deploys/eas.py",
         "push_contents=full",
         "mattermost_local_socket=/run/no-such.socket",
-        "mattermost_api_url=http://mm2.lab.test:8065",
+        "mattermost_api_url=http://10.77.44.16:8065",  # mm2 (the control node has no lab DNS)
         "mattermost_admin_token=env:MMPUSH_TEST_BAD_TOKEN",
     )
     refused_before_any_change(result, on, *before, "mattermost_admin_token", "rejected")
@@ -190,10 +191,12 @@ def mm3_on_its_own_database(on: SshRunner) -> Iterator[None]:
     env = "/etc/mattermost/db.env"
     on("db1", "runuser -u postgres -- psql -q -c 'CREATE DATABASE mattermost_alone OWNER mmuser'")
     on("mm3", f"cp -p {env} /root/db.env.orig && sed -i 's#/mattermost?#/mattermost_alone?#' {env}")
-    on("mm3", "systemctl restart mattermost")
-    yield
-    on("mm3", f"cp -p /root/db.env.orig {env} && systemctl restart mattermost")
-    on("db1", "runuser -u postgres -- psql -q -c 'DROP DATABASE mattermost_alone'")
+    try:
+        on("mm3", "systemctl restart mattermost")
+        yield
+    finally:
+        on("mm3", f"cp -p /root/db.env.orig {env} && systemctl restart mattermost")
+        on("db1", "runuser -u postgres -- psql -q -c 'DROP DATABASE mattermost_alone'")
 
 
 def test_cluster_nodes_that_disagree_are_refused_naming_them(

@@ -92,6 +92,10 @@ def test_dry_run_after_one_setting_change_reports_exactly_that_change(
         "Mattermost push settings | Restart mattermost (push settings changed), 1 at a time?": [
             "mm1"
         ],
+        # the database-configured cluster: its one shared configuration changes (applied live,
+        # no restart); each node says so
+        "Mattermost push settings | Push settings through the config API (the database "
+        "postgres://db1:5432/mattermost, once per cluster)": ["mm2", "mm3"],
     }
 
 

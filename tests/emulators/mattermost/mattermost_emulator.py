@@ -837,7 +837,8 @@ class PgConnection:
                 raise
 
     def close(self) -> None:
-        self.db.close()
+        with contextlib.suppress(Exception):
+            self.conn.close()
 
 
 class DatabaseConfigStore:
