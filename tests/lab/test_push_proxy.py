@@ -102,7 +102,7 @@ def test_a_hand_made_install_is_taken_over_with_one_restart(
     stops = on(
         "push1",
         f"journalctl -u mattermost-push-proxy --since '{since}' -o cat --no-pager "
-        "| grep -c '^Stopp' || true",
+        "| grep -c '^Stopping ' || true",  # systemd logs "Stopping X..." once per stop
     ).stdout.strip()
     assert stops == "1", stops
     new_pid = on("push1", "systemctl show -p MainPID --value mattermost-push-proxy").stdout
