@@ -244,8 +244,11 @@ def egress_only_through_proxy1(proxy_lab: dict[str, Any], on: SshRunner) -> Iter
     netns = "mmplab-push1"
     subprocess.run(
         ["ip", "netns", "exec", netns, "nft", "-f", "-"],
-        input=f"table inet mmpush_test_egress {{ chain out {{ type filter hook output "
-        f"priority 0; ip daddr {apns1} tcp dport 443 drop; }} }}",
+        input=(
+            "table inet mmpush_test_egress {\n chain out {\n"
+            "  type filter hook output priority 0;\n"
+            f"  ip daddr {apns1} tcp dport 443 drop\n }}\n}}\n"
+        ),
         text=True,
         check=True,
     )

@@ -285,7 +285,9 @@ def planted(site: dict[str, Any], on: SshRunner, tmp_path: Path) -> Iterator[dic
         input=f"MM_SQLSETTINGS_ATRESTENCRYPTKEY={MARKERS['envfile']}\n",
     )
     on("mm1", "systemctl daemon-reload && systemctl restart mattermost")
-    yield {"fcm": fcm, "secrets": [*MARKERS.values(), apns_body[:40]]}
+    # the private scalar's first bytes: the first 40 characters are the DER header every
+    # P-256 PKCS#8 key shares (MIGHAgEAMBMG...), no secret
+    yield {"fcm": fcm, "secrets": [*MARKERS.values(), apns_body[40:]]}
     on(
         "mm1",
         f"rm -f {dropin} /etc/default/mmpush-test-secrets && systemctl daemon-reload && "
