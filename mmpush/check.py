@@ -8,11 +8,12 @@ credentials as the push proxy parses them, placeholders), for CI of a site's inv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmpush.inventory import InventoryHost, load_inventory
-from mmpush.settings import SettingsError, placeholders, settings_from_data
+from mmpush.settings import Settings, SettingsError, placeholders, settings_from_data
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,25 @@ class HostCheck:
     placeholders: tuple[tuple[str, str], ...] = ()
 
 
-def check_host(host: InventoryHost, inventory: list[InventoryHost]) -> HostCheck:
-    """Validate one host as ``load_settings`` does in a deploy (Mattermost servers also see
-    the inventory's outbound proxies)."""
+def inventory_settings(host: InventoryHost, inventory: Sequence[InventoryHost]) -> Settings:
+    """A host's settings as ``load_settings`` makes them in a deploy: Mattermost servers also
+    see the inventory's outbound proxies. Raises SettingsError.
+
+        settings = inventory_settings(host, load_inventory("inventories/prod.py"))
+    """
     proxies = {
         other.name: other.data
         for other in inventory
         if other.in_group("outbound_proxies") and host.in_group("mattermost")
     }
+    return settings_from_data(host.name, host.groups, host.data, proxies)
+
+
+def check_host(host: InventoryHost, inventory: list[InventoryHost]) -> HostCheck:
+    """Validate one host as ``load_settings`` does in a deploy (Mattermost servers also see
+    the inventory's outbound proxies)."""
     try:
-        settings = settings_from_data(host.name, host.groups, host.data, proxies)
+        settings = inventory_settings(host, inventory)
     except SettingsError as error:
         return HostCheck(host.name, host.groups, str(error), (), tuple(placeholders(host.data)))
     return HostCheck(host.name, host.groups, None, settings.warnings)

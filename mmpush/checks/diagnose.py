@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from mmpush.check import inventory_settings
 from mmpush.checks.certificate import (
     CHAIN_REJECTED,
     ERROR,
@@ -91,7 +92,7 @@ from mmpush.mattermost.source import ConfigSource, config_source_command, parse_
 from mmpush.push_proxy import SERVICE as PUSH_PROXY_SERVICE
 from mmpush.runbooks.logs import log_paths, working_directory_command
 from mmpush.runbooks.probe import judge, probe_command, proxy_environment_command
-from mmpush.settings import Secret, Settings, SettingsError, settings_from_data
+from mmpush.settings import Secret, Settings, SettingsError
 from mmpush.transactions import bash
 
 # --- results ---------------------------------------------------------------------------------
@@ -475,13 +476,8 @@ def check_settings(
 ) -> tuple[CheckResult, Settings | None]:
     """The host's data validated as a deploy validates it (credential files are read on this
     control node); Mattermost servers see the inventory's outbound proxies."""
-    proxies = {
-        other.name: other.data
-        for other in inventory
-        if other.in_group("outbound_proxies") and host.in_group("mattermost")
-    }
     try:
-        settings = settings_from_data(host.name, host.groups, host.data, proxies)
+        settings = inventory_settings(host, inventory)
     except SettingsError as error:
         return (
             CheckResult(

@@ -313,3 +313,16 @@ def pushes(post_id: str, device: str | None = None, count: int = 1, timeout: flo
         if len(records) >= count or time.monotonic() >= deadline:
             return records
         time.sleep(0.5)
+
+
+def revoked_apple_data(fixtures: dict[str, str]) -> str:
+    """``--data`` giving the push proxy the lab's revoked APNs key (LABKEY0002), which the APNs
+    stand-in answers with 403 InvalidProviderToken, as Apple does for a revoked key."""
+    entry = {
+        "type": "apple_rn",
+        "topic": "com.mattermost.rnbeta",
+        "auth_key_file": fixtures["apns_revoked_key"],
+        "auth_key_id": "LABKEY0002",
+        "team_id": "LABTEAM001",
+    }
+    return f"push_proxy_apple={json.dumps([entry])}"

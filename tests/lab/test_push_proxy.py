@@ -22,6 +22,7 @@ from tests.lab.helpers import (
     lab_skips,
     mmpush,
     pushes,
+    revoked_apple_data,
     send_dm,
     verify,
 )
@@ -132,18 +133,7 @@ def test_a_revoked_apns_key_fails_the_verify_suite_naming_host_and_app_type(
     proxy_lab: dict[str, Any],
 ) -> None:
     fixtures = proxy_lab["fixtures"]
-    revoked = json.dumps(
-        [
-            {
-                "type": "apple_rn",
-                "topic": "com.mattermost.rnbeta",
-                "auth_key_file": fixtures["apns_revoked_key"],
-                "auth_key_id": "LABKEY0002",
-                "team_id": "LABTEAM001",
-            }
-        ]
-    )
-    data = f"push_proxy_apple={revoked}"
+    data = revoked_apple_data(fixtures)
     try:
         assert deploy("deploys/eas.py", data).returncode == 0
         result = verify(data)

@@ -26,6 +26,7 @@ from tests.lab.helpers import (
     deploy,
     mmpush,
     pushes,
+    revoked_apple_data,
 )
 
 pytestmark = pytest.mark.lab
@@ -142,18 +143,7 @@ def test_a_stopped_push_proxy_is_named(runbook_lab: dict[str, Any], on: SshRunne
 
 def test_rejected_credentials_are_named_per_app_type(runbook_lab: dict[str, Any]) -> None:
     fixtures = runbook_lab["fixtures"]
-    revoked = json.dumps(
-        [
-            {
-                "type": "apple_rn",
-                "topic": "com.mattermost.rnbeta",
-                "auth_key_file": fixtures["apns_revoked_key"],
-                "auth_key_id": "LABKEY0002",
-                "team_id": "LABTEAM001",
-            }
-        ]
-    )
-    data = f"push_proxy_apple={revoked}"
+    data = revoked_apple_data(fixtures)
     try:
         assert deploy("deploys/eas.py", data).returncode == 0
         result = run_runbook(TEST_PUSH, data)
